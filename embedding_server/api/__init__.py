@@ -1,0 +1,1 @@
+"""HTTP layer: FastAPI routers and schemas, one module per API dialect."""

@@ -1,0 +1,57 @@
+"""Helpers shared by the dialect routers: engine access, cancellation on disconnect, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Awaitable, TypeVar
+
+from fastapi import Request
+
+from ..engine.engine import Engine
+from .errors import ApiError
+
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client closed the connection before the answer was ready."""
+
+
+def engine_of(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it (and so dropping its queued inputs) if the client leaves."""
+    task = asyncio.ensure_future(work)
+
+    async def client_left() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(client_left())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise ClientGone()
+
+
+async def require_api_key(request: Request) -> None:
+    """Dependency: when API keys are configured, demand ``Authorization: Bearer <key>``."""
+    keys = request.app.state.settings.api_keys
+    if not keys:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token_bytes = token.strip().encode()
+    # Compare against every key, in constant time per key, without an early exit.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(token_bytes, key.encode())
+    if scheme.lower() != "bearer" or not matched:
+        raise ApiError(401, "invalid or missing API key (send Authorization: Bearer <key>)", code="invalid_api_key")

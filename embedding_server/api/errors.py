@@ -1,0 +1,115 @@
+"""One table from internal errors to HTTP status; each dialect renders errors in its own shape.
+
+Ollama: ``{"error": "message"}``. OpenAI: ``{"error": {"message", "type", "param", "code"}}``.
+Routes under ``/v1`` speak OpenAI; everything else speaks Ollama. 5xx bodies never carry
+tracebacks: unexpected exceptions are logged and answered with a generic message.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..engine import errors as e
+from .responses import json_response
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An HTTP-level error raised by the API layer itself (auth, body size, bad JSON...)."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+@dataclass(frozen=True)
+class Mapping:
+    status: int
+    openai_type: str
+    openai_code: str | None = None
+    ollama_status: int | None = None  # when Ollama answers with another status
+
+
+# Most specific classes first: the first isinstance match wins.
+ERROR_TABLE: list[tuple[type[e.EngineError], Mapping]] = [
+    (e.ModelNotFound, Mapping(404, "invalid_request_error", "model_not_found")),
+    (e.ContextLengthExceeded, Mapping(400, "invalid_request_error", "context_length_exceeded")),
+    (e.LimitExceeded, Mapping(400, "invalid_request_error", "limit_exceeded")),
+    (e.InvalidInput, Mapping(400, "invalid_request_error")),
+    (e.Overloaded, Mapping(429, "rate_limit_error", "server_busy", ollama_status=503)),
+    (e.ModelUnavailable, Mapping(503, "server_error", "model_unavailable")),
+    (e.InferenceFailed, Mapping(500, "server_error", "inference_failed")),
+    (e.EngineError, Mapping(500, "server_error")),
+]
+
+_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+                 405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def mapping_for(error: e.EngineError) -> Mapping:
+    """The table row for ``error``."""
+    return next(m for cls, m in ERROR_TABLE if isinstance(error, cls))
+
+
+def is_openai(request: Request) -> bool:
+    return request.url.path.startswith("/v1")
+
+
+def render(request: Request, status: int, message: str, param: str | None = None, code: str | None = None,
+           openai_type: str | None = None, headers: dict[str, str] | None = None):
+    """The error response in the dialect of the route that was called."""
+    if is_openai(request):
+        kind = openai_type or _STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    else:
+        body = {"error": message}
+    return json_response(body, status, headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request body", None
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") == "json_invalid":
+        return "invalid JSON in request body", None
+    where = ".".join(loc)
+    return (f"invalid request: {where + ': ' if where else ''}{first.get('msg', 'invalid value')}",
+            loc[0] if loc else None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every error into the calling dialect's shape."""
+
+    @app.exception_handler(e.EngineError)
+    async def engine_error(request: Request, exc: e.EngineError):
+        m = mapping_for(exc)
+        status = m.status if is_openai(request) else (m.ollama_status or m.status)
+        headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, e.Overloaded) else None
+        return render(request, status, exc.message, exc.param, m.openai_code, m.openai_type, headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return render(request, exc.status, exc.message, exc.param, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        message, param = _validation_message(exc)
+        return render(request, 400, message, param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        return render(request, exc.status_code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return render(request, 500, "internal server error")

@@ -1,0 +1,74 @@
+"""OpenAI's API: POST /v1/embeddings, GET /v1/models, GET /v1/models/{id}."""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..engine.types import EmbedRequest
+from .common import engine_of, require_api_key, until_disconnect
+from .errors import ApiError
+from .models_info import openai_models
+from .responses import float32_base64, json_response
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+
+OpenAIInput = Union[str, list[str], list[int], list[list[int]]]
+
+
+class EmbeddingsBody(BaseModel):
+    """POST /v1/embeddings, as in OpenAI's API reference."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    input: OpenAIInput = Field(description="Text, texts, or token-id arrays (cl100k_base ids by default).")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+def _to_request(body: EmbeddingsBody) -> EmbedRequest:
+    """Translate the OpenAI body into the engine's request (all the validation OpenAI does)."""
+    raw = body.input
+    if isinstance(raw, str):
+        raw = [raw]
+    if not raw:
+        raise ApiError(400, "'$.input' is invalid: the input list must not be empty", param="input")
+    if all(isinstance(x, int) for x in raw):
+        raw = [raw]  # one token array
+    if isinstance(raw[0], str):
+        if any(s == "" for s in raw):
+            raise ApiError(400, "'$.input' is invalid: inputs must be non-empty strings", param="input")
+        return EmbedRequest(model=body.model, inputs=raw, dimensions=body.dimensions)
+    if any(len(ids) == 0 for ids in raw):
+        raise ApiError(400, "'$.input' is invalid: token arrays must not be empty", param="input")
+    return EmbedRequest(model=body.model, inputs=raw, dimensions=body.dimensions, token_ids=True)
+
+
+@router.post("/embeddings", summary="Create embeddings (OpenAI)")
+async def create_embeddings(body: EmbeddingsBody, request: Request) -> Response:
+    result = await until_disconnect(request, engine_of(request).embed(_to_request(body)))
+    vectors = result.embeddings
+    if body.encoding_format == "base64":
+        data = [{"object": "embedding", "index": i, "embedding": float32_base64(v)} for i, v in enumerate(vectors)]
+    else:
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+    usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
+    return json_response({"object": "list", "data": data, "model": body.model, "usage": usage})
+
+
+@router.get("/models", summary="List models (OpenAI)")
+async def list_models(request: Request) -> Response:
+    return json_response({"object": "list", "data": openai_models(engine_of(request))})
+
+
+@router.get("/models/{model_id:path}", summary="Retrieve a model (OpenAI)")
+async def retrieve_model(model_id: str, request: Request) -> Response:
+    for item in openai_models(engine_of(request)):
+        if item["id"] == model_id:
+            return json_response(item)
+    engine_of(request).registry.resolve(model_id)  # raises ModelNotFound for unknown names
+    return json_response({"id": model_id, "object": "model", "created": 0, "owned_by": "embedding-server"})

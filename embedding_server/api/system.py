@@ -1,0 +1,27 @@
+"""Operational routes: /health (liveness), /ready (readiness). Open even when API keys are set."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from .common import engine_of
+from .responses import json_response
+
+router = APIRouter()
+
+
+@router.get("/health", summary="Liveness: default model loaded and its worker alive")
+async def health(request: Request) -> Response:
+    engine = engine_of(request)
+    if engine.healthy():
+        return json_response({"status": "ok"})
+    return json_response({"status": "loading" if not request.app.state.load_error else "failed"}, 503)
+
+
+@router.get("/ready", summary="Readiness: healthy and the last batch did not fail")
+async def ready(request: Request) -> Response:
+    engine = engine_of(request)
+    if engine.ready():
+        return json_response({"status": "ready"})
+    return json_response({"status": "not ready"}, 503)

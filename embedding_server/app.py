@@ -1,0 +1,60 @@
+"""The application factory: ``create_app(settings)`` wires routers, errors and the engine's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from . import __version__
+from .api import ollama, openai, system
+from .api.errors import install_error_handlers
+from .api.middleware import BodyLimit, OllamaJsonBodies
+from .engine.engine import Engine
+from .engine.errors import EngineError
+from .settings import Settings
+
+log = logging.getLogger("embedding_server")
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """Build the app. Models load in the lifespan (the default one in the background)."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.engine = engine or Engine(settings)
+        app.state.load_error = None
+        loading = asyncio.create_task(_load_default(app))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await asyncio.to_thread(app.state.engine.stop)
+
+    app = FastAPI(title="embedding-server", version=__version__, lifespan=lifespan,
+                  description="Offline CPU embeddings with the Ollama and OpenAI APIs.")
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(ollama.router)
+    app.include_router(ollama.protected)
+    app.include_router(openai.router)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_methods=["GET", "POST", "HEAD", "OPTIONS"], allow_headers=["*"])
+    app.add_middleware(OllamaJsonBodies)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+async def _load_default(app: FastAPI) -> None:
+    """Load the default model; a failure is one clear log line and /health stays 503."""
+    try:
+        await app.state.engine.load_default()
+    except EngineError as exc:
+        app.state.load_error = exc.message
+        log.error("default model not served: %s", exc.message)

@@ -1,0 +1,1 @@
+"""Engine layer: model registry, batching and scheduling. Knows nothing of HTTP or dialects."""

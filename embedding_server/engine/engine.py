@@ -1,0 +1,153 @@
+"""The engine: one entry point, ``embed(EmbedRequest) -> EmbedResult``, for every dialect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+
+from ..model.encoder import InputTooLong, SentenceEncoder
+from ..settings import Settings
+from .errors import ContextLengthExceeded, InvalidInput, LimitExceeded, ModelUnavailable
+from .registry import ModelEntry, ModelRegistry, discover
+from .token_ids import decode_cl100k
+from .types import EmbedRequest, EmbedResult
+from .worker import BatchStats, ModelWorker
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Owns the registry, one worker per loaded model, and the tokenizer threads."""
+
+    def __init__(self, settings: Settings, on_batch: Callable[[str, BatchStats], None] | None = None,
+                 encoder_factory: Callable[[ModelEntry], object] | None = None):
+        self.settings = settings
+        self.registry = ModelRegistry(discover(settings.models_dir, settings.model), settings.aliases, settings.model)
+        self.on_batch = on_batch
+        self.on_load: Callable[[str, float], None] | None = None
+        self._encoder_factory = encoder_factory or self._load_encoder
+        self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize")
+        self.started_at = time.time()
+
+    # ----- lifecycle -------------------------------------------------------------------
+    def _load_encoder(self, entry: ModelEntry) -> SentenceEncoder:
+        return SentenceEncoder(entry.path, self.settings.pooling, self.settings.num_threads)
+
+    def _load(self, entry: ModelEntry) -> None:
+        """Load weights and start the model's worker (runs in a thread)."""
+        started = time.perf_counter()
+        encoder = self._encoder_factory(entry)
+        name = entry.name
+        worker = ModelWorker(
+            encoder, name, self.settings.max_batch_tokens, self.settings.max_batch_size,
+            self.settings.max_queued_inputs,
+            on_batch=(lambda stats: self.on_batch(name, stats)) if self.on_batch else None,
+        )
+        worker.start()
+        entry.encoder, entry.load_seconds, entry.loaded_at = encoder, time.perf_counter() - started, time.time()
+        entry.worker = worker
+        log.info("model %s loaded from %s in %.2fs", name, entry.path, entry.load_seconds)
+        if self.on_load:
+            self.on_load(name, entry.load_seconds)
+
+    async def load_default(self) -> None:
+        """Load the default model; raises ModelNotFound / ModelUnavailable on failure."""
+        await self.registry.ensure_loaded(self.registry.resolve(self.settings.model), self._load)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish queued batches of every worker, then stop them."""
+        deadline = time.monotonic() + timeout
+        for entry in self.registry.entries.values():
+            if entry.worker is not None:
+                entry.worker.stop(max(0.1, deadline - time.monotonic()))
+        self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
+
+    # ----- state -----------------------------------------------------------------------
+    def default_entry(self) -> ModelEntry | None:
+        return self.registry.entries.get(self.registry.aliases.get(self.settings.model, self.settings.model))
+
+    def healthy(self) -> bool:
+        """Default model loaded and its worker thread alive."""
+        entry = self.default_entry()
+        return bool(entry and entry.loaded and entry.worker.alive)
+
+    def ready(self) -> bool:
+        """Healthy, and the last batch did not fail."""
+        return self.healthy() and not self.default_entry().worker.last_batch_failed
+
+    def queued_inputs(self) -> dict[str, int]:
+        return {e.name: e.worker.queued_inputs for e in self.registry.entries.values() if e.loaded}
+
+    # ----- embedding -------------------------------------------------------------------
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        """Embed all inputs of ``request``, in order. Cancelling drops its queued work."""
+        entry = self.registry.resolve(request.model)
+        load_ns = await self.registry.ensure_loaded(entry, self._load)
+        encoder = entry.encoder
+        if len(request.inputs) > self.settings.max_inputs:
+            raise LimitExceeded(
+                f"too many inputs: {len(request.inputs)}, limit max_inputs={self.settings.max_inputs}", param="input")
+        dim = encoder.details.dimension
+        if request.dimensions is not None and not 1 <= request.dimensions <= dim:
+            raise InvalidInput(f"dimensions must be between 1 and {dim} for model '{entry.name}'", param="dimensions")
+        if not request.inputs:
+            return EmbedResult(entry.name, np.zeros((0, request.dimensions or dim), np.float32), [], load_ns)
+
+        loop = asyncio.get_running_loop()
+        ids = await loop.run_in_executor(self._tokenize_pool, self._token_ids, encoder, request)
+        counts = [len(x) for x in ids]
+        if sum(counts) > self.settings.max_request_tokens:
+            raise LimitExceeded(
+                f"too many tokens: {sum(counts)}, limit max_request_tokens={self.settings.max_request_tokens}",
+                param="input")
+        if not entry.worker.alive:
+            raise ModelUnavailable(f"model '{entry.name}' worker is not running")
+        ticket = entry.worker.submit(ids)
+        try:
+            vectors = await ticket.future
+        except asyncio.CancelledError:
+            entry.worker.cancel(ticket)
+            raise
+        return EmbedResult(entry.name, _shorten(vectors, request.dimensions), counts, load_ns)
+
+    def _token_ids(self, encoder: SentenceEncoder, request: EmbedRequest) -> list[list[int]]:
+        """Model token ids per input (runs on a tokenizer thread)."""
+        inputs = request.inputs
+        mode = self.settings.token_ids if request.token_ids else "text"
+        if mode == "reject":
+            raise InvalidInput("token-id inputs are disabled on this server (EMBED_TOKEN_IDS=reject); send text",
+                               param="input")
+        if mode == "openai":
+            inputs = [decode_cl100k(ids) for ids in inputs]
+        elif mode == "model":
+            return [self._model_ids(encoder, ids, i, request.truncate) for i, ids in enumerate(inputs)]
+        try:
+            return encoder.tokenize(list(inputs), truncate=request.truncate)
+        except InputTooLong as exc:
+            raise ContextLengthExceeded("the input length exceeds the context length", param="input") from exc
+
+    @staticmethod
+    def _model_ids(encoder: SentenceEncoder, ids: list[int], index: int, truncate: bool) -> list[int]:
+        vocab = encoder.details.vocab_size
+        bad = next((i for i in ids if not 0 <= i < vocab), None)
+        if bad is not None:
+            raise InvalidInput(f"token id {bad} in input {index} is outside the model's vocabulary (size {vocab})",
+                               param="input")
+        wrapped = encoder.with_special_tokens(ids)
+        if not truncate and len(wrapped) < len(ids) + encoder.tokenizer.num_special_tokens_to_add(False):
+            raise ContextLengthExceeded("the input length exceeds the context length", param="input")
+        return wrapped
+
+
+def _shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """Keep the first ``dimensions`` components and re-normalise (Matryoshka-style)."""
+    if dimensions is None or dimensions >= vectors.shape[1]:
+        return vectors
+    cut = np.ascontiguousarray(vectors[:, :dimensions])
+    norms = np.linalg.norm(cut, axis=1, keepdims=True)
+    return cut / np.maximum(norms, 1e-12)

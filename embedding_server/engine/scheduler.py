@@ -1,0 +1,101 @@
+"""Batch planning: which queued inputs go into the next forward pass.
+
+Pure functions over plain data, so the policy is testable without a model:
+
+1. Fairness: requests with fewer remaining inputs go first, and inputs are taken
+   round-robin across requests, so a single query never queues behind a bulk job for
+   more than the batch already running.
+2. Packing: the chosen candidates are sorted by token length and cut where a batch's
+   estimated cost (a fixed per-forward overhead plus padded tokens) is lowest, within
+   the token budget (padded length x count) and the batch-size cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+
+class Pending(Protocol):
+    """A queued input: its token length and the request it belongs to."""
+
+    length: int
+    request_id: int
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Estimated forward time = overhead + per_token x padded tokens (any unit)."""
+
+    overhead: float = 64.0
+    per_token: float = 1.0
+
+    def batch_cost(self, count: int, padded_length: int) -> float:
+        return self.overhead + self.per_token * count * padded_length
+
+
+def fair_order(queues: Sequence[Sequence[Pending]], limit: int | None = None) -> list[Pending]:
+    """Interleave per-request queues: smallest request first, then round-robin by position.
+
+    ``queues`` are in arrival order; ties on size keep arrival order. Stops after ``limit``.
+    """
+    ordered = sorted((q for q in queues if q), key=len)
+    out: list[Pending] = []
+    depth = len(ordered[-1]) if ordered else 0
+    for k in range(depth):
+        for queue in ordered:
+            if k < len(queue):
+                out.append(queue[k])
+                if limit is not None and len(out) >= limit:
+                    return out
+    return out
+
+
+def _fits(count: int, padded: int, max_tokens: int, max_size: int) -> bool:
+    return count <= max_size and count * padded <= max_tokens
+
+
+def plan_batch(
+    queues: Sequence[Sequence[Pending]],
+    max_tokens: int,
+    max_size: int,
+    cost: CostModel = CostModel(),
+) -> list[Pending]:
+    """Choose the inputs of the next forward pass (never empty if anything is queued)."""
+    order = fair_order(queues, limit=max_size)
+    if not order:
+        return []
+    # Candidates: a prefix of the fair order that fits one batch when padded to its longest.
+    candidates = [order[0]]
+    longest = order[0].length
+    for item in order[1:]:
+        padded = max(longest, item.length)
+        if not _fits(len(candidates) + 1, padded, max_tokens, max_size):
+            break
+        candidates.append(item)
+        longest = padded
+    head = order[0]
+    candidates.sort(key=lambda p: p.length)
+    segments = cut_segments([p.length for p in candidates], cost)
+    for start, end in segments:
+        if any(p is head for p in candidates[start:end]):
+            return candidates[start:end]
+    raise AssertionError("head item lost")  # pragma: no cover
+
+
+def cut_segments(lengths: Sequence[int], cost: CostModel) -> list[tuple[int, int]]:
+    """Split sorted ``lengths`` into contiguous batches of least total estimated cost (DP)."""
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(end):
+            value = best[start] + cost.batch_cost(end - start, lengths[end - 1])
+            if value < best[end]:
+                best[end], cut[end] = value, start
+    segments = []
+    end = n
+    while end > 0:
+        segments.append((cut[end], end))
+        end = cut[end]
+    return segments[::-1]

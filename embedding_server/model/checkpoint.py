@@ -1,0 +1,102 @@
+"""Inspecting a local checkpoint folder: what it holds and how it wants to be pooled."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .pooling import POOLING_MODES
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")
+
+
+class CheckpointError(Exception):
+    """A model folder cannot be served; the message names the folder and what is wrong."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint folder declares about itself."""
+
+    path: Path
+    pooling: str | None  # from 1_Pooling/config.json, None when absent
+    max_seq_length: int | None  # from sentence_bert_config.json, None when absent
+    architecture: str  # config.json model_type, e.g. "bert", "xlm-roberta"
+    do_lower_case: bool = False  # sentence_bert_config.json asks to lowercase inputs
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path.parent}: cannot read {path.name}: {exc}") from None
+
+
+def _pooling_from_st_config(cfg: dict) -> str | None:
+    """Map sentence-transformers' pooling flags to one of our modes."""
+    if cfg.get("pooling_mode"):
+        mode = str(cfg["pooling_mode"]).replace("_tokens", "").replace("_token", "")
+        return {"weightedmean": "mean", "mean_sqrt_len": "mean_sqrt_len"}.get(mode, mode)
+    for key, mode in (
+        ("pooling_mode_cls_token", "cls"),
+        ("pooling_mode_lasttoken", "lasttoken"),
+        ("pooling_mode_max_tokens", "max"),
+        ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"),
+        ("pooling_mode_mean_tokens", "mean"),
+    ):
+        if cfg.get(key):
+            return mode
+    return None
+
+
+def _pooling_dir(path: Path) -> Path | None:
+    """The folder of the Pooling module: from modules.json when present, else 1_Pooling."""
+    modules = path / "modules.json"
+    if modules.is_file():
+        for module in _read_json(modules):
+            if str(module.get("type", "")).endswith("Pooling"):
+                return path / module.get("path", "1_Pooling")
+    default = path / "1_Pooling"
+    return default if default.is_dir() else None
+
+
+def inspect_checkpoint(path: Path) -> CheckpointInfo:
+    """Check that ``path`` holds a servable checkpoint and read its pooling and length hints.
+
+    Raises CheckpointError with one line naming the folder and what is missing.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: missing config.json")
+    config = _read_json(path / "config.json")
+    if not any((path / f).is_file() for f in WEIGHT_FILES + WEIGHT_INDEXES):
+        raise CheckpointError(f"{path}: missing weights (model.safetensors or pytorch_model.bin)")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise CheckpointError(f"{path}: missing tokenizer files (tokenizer.json, vocab.txt or a sentencepiece model)")
+
+    pooling = None
+    pooling_dir = _pooling_dir(path)
+    if pooling_dir is not None and (pooling_dir / "config.json").is_file():
+        pooling = _pooling_from_st_config(_read_json(pooling_dir / "config.json"))
+        if pooling is not None and pooling not in POOLING_MODES:
+            raise CheckpointError(f"{path}: unsupported pooling mode {pooling!r} in {pooling_dir.name}/config.json")
+
+    max_seq_length, do_lower_case = None, False
+    st_config = path / "sentence_bert_config.json"
+    if st_config.is_file():
+        st = _read_json(st_config)
+        max_seq_length = int(st["max_seq_length"]) if st.get("max_seq_length") else None
+        do_lower_case = bool(st.get("do_lower_case", False))
+
+    return CheckpointInfo(
+        path=path,
+        pooling=pooling,
+        max_seq_length=max_seq_length,
+        architecture=str(config.get("model_type", "unknown")),
+        do_lower_case=do_lower_case,
+    )

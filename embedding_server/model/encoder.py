@@ -1,0 +1,144 @@
+"""A loaded sentence-embedding model: tokenize, forward, pool, normalise.
+
+The contract used by the engine: ``tokenize`` turns texts into token-id lists (special
+tokens included, truncated to the context length), ``embed`` turns a batch of id lists
+into L2-normalised float32 vectors. Both are synchronous and thread-compatible.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import CheckpointError, CheckpointInfo, inspect_checkpoint
+from .pooling import normalize, pool
+
+log = logging.getLogger(__name__)
+
+# Position-embedding slots RoBERTa-style models reserve before the first real position.
+_ROBERTA_FAMILY = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
+
+
+class InputTooLong(Exception):
+    """An input exceeds the context length and truncation was not allowed."""
+
+    def __init__(self, index: int, length: int, limit: int):
+        super().__init__(f"input {index} has {length} tokens, over the context length {limit}")
+        self.index, self.length, self.limit = index, length, limit
+
+
+@dataclass(frozen=True)
+class ModelDetails:
+    """Static facts about a loaded model, for the model-listing endpoints."""
+
+    architecture: str
+    dimension: int
+    context_length: int
+    pooling: str
+    parameters: int
+    vocab_size: int
+    size_bytes: int
+
+
+def _context_length(info: CheckpointInfo, tokenizer, config) -> int:
+    """max_seq_length from sentence-transformers, else the tokenizer's bound by the positions."""
+    positions = getattr(config, "max_position_embeddings", None) or 512
+    if info.architecture in _ROBERTA_FAMILY:
+        positions -= (getattr(config, "pad_token_id", 1) or 1) + 1
+    if info.max_seq_length:
+        return min(info.max_seq_length, positions)
+    model_max = getattr(tokenizer, "model_max_length", None) or positions
+    return int(min(model_max, positions))
+
+
+class SentenceEncoder:
+    """One checkpoint loaded for inference on the CPU."""
+
+    def __init__(self, path: Path, pooling: str = "auto", num_threads: int | None = None):
+        import torch
+        import transformers
+        from transformers import AutoModel, AutoTokenizer
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        if num_threads:
+            torch.set_num_threads(num_threads)
+
+        self.info = inspect_checkpoint(Path(path))
+        started = time.perf_counter()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - turned into one clear line
+            raise CheckpointError(f"{path}: cannot load the tokenizer: {exc}") from None
+        try:
+            self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"{path}: cannot load the weights: {exc}") from None
+        self.load_seconds = time.perf_counter() - started
+
+        self.pooling = (self.info.pooling or "mean") if pooling == "auto" else pooling
+        self.context_length = _context_length(self.info, self.tokenizer, self.model.config)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self._wants_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+        self.details = ModelDetails(
+            architecture=self.info.architecture,
+            dimension=int(self.model.config.hidden_size),
+            context_length=self.context_length,
+            pooling=self.pooling,
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            vocab_size=len(self.tokenizer),
+            size_bytes=sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()),
+        )
+        self._torch = torch
+
+    def tokenize(self, texts: list[str], truncate: bool = True) -> list[list[int]]:
+        """Token ids per text, special tokens included, cut to the context length.
+
+        With ``truncate=False`` an over-long text raises InputTooLong instead.
+        """
+        if self.info.do_lower_case:
+            texts = [t.lower() for t in texts]
+        limit = self.context_length
+        # One spare position shows whether a text was longer than the limit.
+        encoded = self.tokenizer(
+            texts, add_special_tokens=True, truncation=True, max_length=limit + 1,
+            return_attention_mask=False, return_token_type_ids=False,
+        )["input_ids"]
+        over = [i for i, ids in enumerate(encoded) if len(ids) > limit]
+        if over and not truncate:
+            raise InputTooLong(over[0], len(encoded[over[0]]), limit)
+        if over:
+            cut = self.tokenizer(
+                [texts[i] for i in over], add_special_tokens=True, truncation=True, max_length=limit,
+                return_attention_mask=False, return_token_type_ids=False,
+            )["input_ids"]
+            for i, ids in zip(over, cut):
+                encoded[i] = ids
+        return encoded
+
+    def with_special_tokens(self, ids: list[int]) -> list[int]:
+        """Wrap raw model-vocabulary ids in the model's special tokens, cut to the context length."""
+        body = ids[: self.context_length - self.tokenizer.num_special_tokens_to_add(False)]
+        return self.tokenizer.build_inputs_with_special_tokens(body)
+
+    def embed(self, batch: list[list[int]]) -> np.ndarray:
+        """L2-normalised float32 vectors, one row per id list, pooled under the padding mask."""
+        torch = self._torch
+        lengths = [len(ids) for ids in batch]
+        ids = np.full((len(batch), max(lengths)), self.pad_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, (seq, n) in enumerate(zip(batch, lengths)):
+            ids[row, :n] = seq
+            mask[row, :n] = 1
+        with torch.inference_mode():
+            mask_t = torch.from_numpy(mask)
+            inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": mask_t}
+            if self._wants_token_types:
+                inputs["token_type_ids"] = torch.zeros_like(mask_t)
+            hidden = self.model(**inputs).last_hidden_state
+            vectors = normalize(pool(hidden, mask_t, self.pooling))
+            return vectors.float().numpy()

@@ -1,0 +1,37 @@
+"""Pooling of a transformer's last hidden state into one vector per sequence."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+PoolingMode = Literal["mean", "cls", "max", "lasttoken", "mean_sqrt_len"]
+POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max", "lasttoken", "mean_sqrt_len")
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pool ``hidden`` (batch, seq, dim) under the attention ``mask`` (batch, seq).
+
+    Matches sentence-transformers' Pooling module for each mode.
+    """
+    if mode == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "mean":
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    if mode == "mean_sqrt_len":
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9).sqrt()
+    if mode == "max":
+        return hidden.masked_fill(m == 0, -1e9).max(1).values
+    if mode == "lasttoken":
+        # Index of the last attended position; works for left and right padding.
+        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        last = (positions * mask).argmax(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"unknown pooling mode {mode!r}; expected one of {POOLING_MODES}")
+
+
+def normalize(vectors: torch.Tensor) -> torch.Tensor:
+    """L2-normalise each row (rows of zeros stay zero)."""
+    return torch.nn.functional.normalize(vectors, p=2.0, dim=1)

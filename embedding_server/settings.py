@@ -1,0 +1,59 @@
+"""All configuration in one place: environment variables prefixed ``EMBED_``, CLI flags override."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _split_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class Settings(BaseSettings):
+    """Service settings. Every field is read from ``EMBED_<FIELD>`` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBED_", extra="ignore")
+
+    models_dir: Path = Field(Path("./models"), description="Folder scanned at start; each subfolder is a model served under its folder name.")
+    model: str = Field("all-minilm-l6-v2", description="Default model, loaded at start-up. Falls back to the embedded all-MiniLM-L6-v2 package when no folder has it.")
+    model_aliases: str = Field("", description="Extra names for models, `alias=model,...` (e.g. `text-embedding-3-small=bge-m3`).")
+    host: str = Field("127.0.0.1", description="Address to listen on (the container sets 0.0.0.0).")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    pooling: Literal["auto", "mean", "cls", "lasttoken", "max"] = Field("auto", description="Pooling override; `auto` uses the checkpoint's 1_Pooling/config.json, else mean.")
+    token_ids: Literal["openai", "model", "reject"] = Field("openai", description="How OpenAI token-array inputs are read: cl100k_base ids (`openai`), the served model's own ids (`model`), or refused (`reject`).")
+    num_threads: int | None = Field(None, ge=1, description="Torch intra-op threads; unset = torch's default (the physical cores).")
+    max_batch_tokens: int = Field(16384, ge=1, description="Token budget of one forward pass: padded length x batch size.")
+    max_batch_size: int = Field(32, ge=1, description="Most inputs in one forward pass.")
+    max_inputs: int = Field(2048, ge=1, description="Most inputs in one request.")
+    max_request_tokens: int = Field(300_000, ge=1, description="Most tokens (after truncation) in one request.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger gets 413.")
+    max_queued_inputs: int = Field(16384, ge=1, description="Inputs waiting per model before new requests get 429 (OpenAI) / 503 (Ollama).")
+    api_key: str = Field("", description="Comma-separated API keys; when set, embedding and model routes need `Authorization: Bearer <key>`.")
+    cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS closed.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_inputs: bool = Field(False, description="Log input texts in access logs (debug only; off by default).")
+
+    @field_validator("model_aliases")
+    @classmethod
+    def _check_aliases(cls, value: str) -> str:
+        for pair in _split_list(value):
+            if pair.count("=") != 1 or not all(side.strip() for side in pair.split("=")):
+                raise ValueError(f"alias {pair!r} is not of the form alias=model")
+        return value
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Alias name -> served model name."""
+        return dict((a.strip(), m.strip()) for a, m in (p.split("=") for p in _split_list(self.model_aliases)))
+
+    @property
+    def api_keys(self) -> list[str]:
+        return _split_list(self.api_key)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return _split_list(self.cors_origins)
