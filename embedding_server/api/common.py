@@ -9,13 +9,9 @@ from typing import Awaitable, TypeVar
 from fastapi import Request
 
 from ..engine.engine import Engine
-from .errors import ApiError
+from .errors import ApiError, ClientGone
 
 T = TypeVar("T")
-
-
-class ClientGone(Exception):
-    """The client closed the connection before the answer was ready."""
 
 
 def engine_of(request: Request) -> Engine:
@@ -35,10 +31,11 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    raise ClientGone()
+        if not task.done():  # the client left, or this handler itself was cancelled
+            task.cancel()
+    if task.cancelled():
+        raise ClientGone()
+    return task.result()
 
 
 async def require_api_key(request: Request) -> None:

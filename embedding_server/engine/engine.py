@@ -138,9 +138,10 @@ class Engine:
         if bad is not None:
             raise InvalidInput(f"token id {bad} in input {index} is outside the model's vocabulary (size {vocab})",
                                param="input")
-        wrapped = encoder.with_special_tokens(ids)
-        if not truncate and len(wrapped) < len(ids) + encoder.tokenizer.num_special_tokens_to_add(False):
-            raise ContextLengthExceeded("the input length exceeds the context length", param="input")
+        try:
+            wrapped = encoder.with_special_tokens(ids, truncate)
+        except InputTooLong as exc:
+            raise ContextLengthExceeded("the input length exceeds the context length", param="input") from exc
         return wrapped
 
 

