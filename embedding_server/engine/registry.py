@@ -93,8 +93,8 @@ class ModelRegistry:
                     raise ModelUnavailable(f"model '{entry.name}' cannot be loaded; the server log says why")
                 try:
                     await asyncio.to_thread(load, entry)
-                except CheckpointError as exc:
-                    entry.error = str(exc)
-                    log.error("model load failed: %s", exc)
+                except Exception as exc:  # noqa: BLE001 - any failure: one log line, model marked unusable
+                    entry.error = str(exc) if isinstance(exc, CheckpointError) else f"{entry.path}: {exc!r}"
+                    log.error("model load failed: %s", entry.error)
                     raise ModelUnavailable(f"model '{entry.name}' cannot be loaded; the server log says why") from None
         return time.perf_counter_ns() - started
