@@ -12,7 +12,7 @@ import numpy as np
 
 from ..model.encoder import InputTooLong, SentenceEncoder
 from ..settings import Settings
-from .errors import ContextLengthExceeded, InvalidInput, LimitExceeded, ModelUnavailable
+from .errors import ContextLengthExceeded, InvalidInput, LimitExceeded, ModelNotFound, ModelUnavailable
 from .registry import ModelEntry, ModelRegistry, discover
 from .token_ids import decode_cl100k
 from .types import EmbedRequest, EmbedResult
@@ -69,7 +69,10 @@ class Engine:
 
     # ----- state -----------------------------------------------------------------------
     def default_entry(self) -> ModelEntry | None:
-        return self.registry.entries.get(self.registry.aliases.get(self.settings.model, self.settings.model))
+        try:
+            return self.registry.resolve(self.settings.model)
+        except ModelNotFound:
+            return None
 
     def healthy(self) -> bool:
         """Default model loaded and its worker thread alive."""

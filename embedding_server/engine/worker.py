@@ -105,6 +105,9 @@ class ModelWorker:
         """Queue one request's inputs; its ticket's future resolves to a (n, dim) array."""
         loop = asyncio.get_running_loop()
         ticket = _Ticket(next(self._ids), loop.create_future(), loop, len(batch_ids), len(batch_ids))
+        if not batch_ids:
+            ticket.future.set_result(np.zeros((0, 0), np.float32))
+            return ticket
         items = sorted(
             (_Item(len(ids), ticket.request_id, i, ids, ticket) for i, ids in enumerate(batch_ids)),
             key=lambda item: item.length,

@@ -48,7 +48,8 @@ def _context_length(info: CheckpointInfo, tokenizer, config) -> int:
     """max_seq_length from sentence-transformers, else the tokenizer's bound by the positions."""
     positions = getattr(config, "max_position_embeddings", None) or 512
     if info.architecture in _ROBERTA_FAMILY:
-        positions -= (getattr(config, "pad_token_id", 1) or 1) + 1
+        pad = getattr(config, "pad_token_id", None)
+        positions -= (1 if pad is None else pad) + 1
     if info.max_seq_length:
         return min(info.max_seq_length, positions)
     model_max = getattr(tokenizer, "model_max_length", None) or positions

@@ -79,7 +79,7 @@ def mirror():
 
 
 def test_script_downloads_from_mirror_with_token(mirror, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "EMBED_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "EMBED_", "TRANSFORMERS_"))}
     env.update(
         HF_ENDPOINT=mirror,
         HF_TOKEN="hf_test_token",
