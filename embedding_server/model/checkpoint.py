@@ -35,6 +35,22 @@ def _read_json(path: Path) -> dict:
         raise CheckpointError(f"{path.parent}: cannot read {path.name}: {exc}") from None
 
 
+def _check_safetensors(path: Path) -> None:
+    """Header and size consistency of a .safetensors file (truncated or garbled files fail here)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if header_len <= 0 or 8 + header_len > size:
+                raise ValueError("header length out of range")
+            header = json.loads(f.read(header_len))
+        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        if not ends or max(ends) != size - 8 - header_len:
+            raise ValueError("tensor data does not match the file size")
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"{path.parent}: corrupt weights file {path.name} ({exc})") from None
+
+
 def _pooling_from_st_config(cfg: dict) -> str | None:
     """Map sentence-transformers' pooling flags to one of our modes."""
     if cfg.get("pooling_mode"):
@@ -76,6 +92,8 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
     config = _read_json(path / "config.json")
     if not any((path / f).is_file() for f in WEIGHT_FILES + WEIGHT_INDEXES):
         raise CheckpointError(f"{path}: missing weights (model.safetensors or pytorch_model.bin)")
+    for weights in sorted(path.glob("*.safetensors")):
+        _check_safetensors(weights)
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise CheckpointError(f"{path}: missing tokenizer files (tokenizer.json, vocab.txt or a sentencepiece model)")
 

@@ -86,6 +86,7 @@ class SentenceEncoder:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._wants_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
         self._template = self._special_template()
+        self._clip_chars = max(4096, self.context_length * 16)  # texts longer than this tokenize from a prefix
         self.details = ModelDetails(
             architecture=self.info.architecture,
             dimension=int(self.model.config.hidden_size),
@@ -105,22 +106,46 @@ class SentenceEncoder:
         if self.info.do_lower_case:
             texts = [t.lower() for t in texts]
         limit = self.context_length
+        out: list[list[int]] = [[] for _ in texts]
+        short = [i for i, t in enumerate(texts) if len(t) <= self._clip_chars]
         # One spare position shows whether a text was longer than the limit.
-        encoded = self.tokenizer(
-            texts, add_special_tokens=True, truncation=True, max_length=limit + 1,
-            return_attention_mask=False, return_token_type_ids=False,
-        )["input_ids"]
-        over = [i for i, ids in enumerate(encoded) if len(ids) > limit]
+        for i, ids in zip(short, self._encode([texts[i] for i in short], limit + 1)):
+            out[i] = ids
+        over = [i for i in short if len(out[i]) > limit]
         if over and not truncate:
-            raise InputTooLong(over[0], len(encoded[over[0]]), limit)
-        if over:
-            cut = self.tokenizer(
-                [texts[i] for i in over], add_special_tokens=True, truncation=True, max_length=limit,
-                return_attention_mask=False, return_token_type_ids=False,
-            )["input_ids"]
-            for i, ids in zip(over, cut):
-                encoded[i] = ids
-        return encoded
+            raise InputTooLong(over[0], len(out[over[0]]), limit)
+        for i, ids in zip(over, self._encode([texts[i] for i in over], limit)):
+            out[i] = ids
+        for i in (i for i, t in enumerate(texts) if len(t) > self._clip_chars):
+            out[i] = self._tokenize_long(texts[i], i, truncate)
+        return out
+
+    def _encode(self, texts: list[str], max_length: int) -> list[list[int]]:
+        if not texts:
+            return []
+        return self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length,
+                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+
+    def _tokenize_long(self, text: str, index: int, truncate: bool) -> list[int]:
+        """Tokenize a huge text from a prefix: once the prefix alone overflows the context and doubling it
+        leaves the truncated ids unchanged, the rest of the text cannot matter (megabyte inputs cost
+        milliseconds instead of seconds)."""
+        limit, width = self.context_length, self._clip_chars
+        while width < len(text):
+            head = self._encode([text[:width]], limit + 1)[0]
+            if len(head) > limit:
+                if not truncate:
+                    raise InputTooLong(index, len(head), limit)
+                cut, check = self._encode([text[:width], text[: 2 * width]], limit)
+                if cut == check:
+                    return cut
+                width *= 2
+            else:  # too few tokens yet: grow in proportion (few tokens per char, e.g. one giant "word")
+                width = int(width * max(2.0, 2.0 * (limit + 1) / max(len(head), 1)))
+        ids = self._encode([text], limit + 1)[0]
+        if len(ids) > limit and not truncate:
+            raise InputTooLong(index, len(ids), limit)
+        return ids if len(ids) <= limit else self._encode([text], limit)[0]
 
     def _special_template(self) -> tuple[list[int], list[int]]:
         """The ids the tokenizer puts before and after a single sequence (e.g. [CLS] ... [SEP])."""

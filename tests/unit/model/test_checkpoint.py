@@ -200,3 +200,19 @@ def test_model_type_missing_is_unknown(folder):
     del config["model_type"]
     (folder / "config.json").write_text(json.dumps(config))
     assert inspect_checkpoint(folder).architecture == "unknown"
+
+
+def test_corrupt_safetensors_is_one_clear_line(tmp_path):
+    from tests.support.checkpoints import make_tiny_bert
+
+    folder = make_tiny_bert(tmp_path / "broken")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    for garbled in (data[: len(data) // 2], b"\x00" * 64, b"not a safetensors file at all"):
+        weights.write_bytes(garbled)
+        with pytest.raises(CheckpointError) as info:
+            inspect_checkpoint(folder)
+        message = str(info.value)
+        assert "\n" not in message and str(folder) in message and "corrupt weights file model.safetensors" in message
+    weights.write_bytes(data)
+    assert inspect_checkpoint(folder).architecture == "bert"
