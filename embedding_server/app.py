@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__
-from .api import ollama, openai, system
+from .api import observability, ollama, openai, system
 from .api.errors import install_error_handlers
 from .api.middleware import BodyLimit, OllamaJsonBodies
 from .engine.engine import Engine
@@ -27,6 +27,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.engine = engine or Engine(settings)
+        app.state.engine.on_batch = app.state.metrics.on_batch
+        app.state.engine.on_load = app.state.metrics.on_load
+        app.state.metrics.watch_queues(app.state.engine.queued_inputs)
         app.state.load_error = None
         loading = asyncio.create_task(_load_default(app))
         try:
@@ -38,8 +41,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app = FastAPI(title="embedding-server", version=__version__, lifespan=lifespan,
                   description="Offline CPU embeddings with the Ollama and OpenAI APIs.")
     app.state.settings = settings
+    app.state.metrics = observability.Metrics()
     install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(observability.router)
     app.include_router(ollama.router)
     app.include_router(ollama.protected)
     app.include_router(openai.router)
@@ -48,6 +53,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                            allow_methods=["GET", "POST", "HEAD", "OPTIONS"], allow_headers=["*"])
     app.add_middleware(OllamaJsonBodies)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(observability.AccessLog, metrics=app.state.metrics, log_inputs=settings.log_inputs)
     return app
 
 

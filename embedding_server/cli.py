@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=30, access_log=False)  # our own JSON access log replaces uvicorn's
     return 1 if getattr(app.state, "load_error", None) else 0
 
 

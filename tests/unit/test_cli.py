@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.checkpoints import minimal_safetensors
 from embedding_server import cli
 from embedding_server.engine import registry as reg
 
@@ -30,7 +31,10 @@ def parse(*argv: str):
 def fake_model(path: Path, files=("config.json", "model.safetensors", "tokenizer.json")) -> Path:
     path.mkdir(parents=True)
     for name in files:
-        (path / name).write_text("{}")
+        if name.endswith(".safetensors"):
+            (path / name).write_bytes(minimal_safetensors())
+        else:
+            (path / name).write_text("{}")
     return path
 
 

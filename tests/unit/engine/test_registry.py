@@ -13,14 +13,14 @@ from embedding_server.engine import registry as reg
 from embedding_server.engine.errors import ModelNotFound, ModelUnavailable
 from embedding_server.engine.registry import EMBEDDED_MODEL_NAME, ModelEntry, ModelRegistry, discover
 from embedding_server.model.checkpoint import CheckpointError
-from tests.support.checkpoints import minilm_path
+from tests.support.checkpoints import minilm_path, minimal_safetensors
 
 
 def fake_model(path: Path) -> Path:
-    """A folder inspect_checkpoint accepts (it only looks at which files exist)."""
+    """A folder inspect_checkpoint accepts (it reads which files exist and the weights header)."""
     path.mkdir(parents=True)
     (path / "config.json").write_text('{"model_type": "bert"}')
-    (path / "model.safetensors").write_bytes(b"")
+    (path / "model.safetensors").write_bytes(minimal_safetensors())
     (path / "tokenizer.json").write_text("{}")
     return path
 

@@ -1,0 +1,107 @@
+"""Prometheus metrics (``GET /metrics``) and one structured access-log line per request."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from ..engine.worker import BatchStats
+
+access_log = logging.getLogger("embedding_server.access")
+router = APIRouter()
+
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """All metrics of one app, in their own registry (several apps can live in one process)."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("embed_http_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
+        self.request_seconds = Histogram("embed_http_request_seconds", "HTTP request latency", ["route"],
+                                         buckets=_SECONDS_BUCKETS, registry=r)
+        self.inputs = Counter("embed_inputs", "Inputs embedded", ["model"], registry=r)
+        self.tokens = Counter("embed_tokens", "Tokens embedded (special tokens included)", ["model"], registry=r)
+        self.batch_size = Histogram("embed_batch_size", "Inputs per forward pass", ["model"], buckets=_BATCH_BUCKETS,
+                                    registry=r)
+        self.inference_seconds = Histogram("embed_inference_seconds", "Forward-pass time per batch", ["model"],
+                                           buckets=_SECONDS_BUCKETS, registry=r)
+        self.batch_failures = Counter("embed_batch_failures", "Batches whose forward pass failed", ["model"], registry=r)
+        self.load_seconds = Gauge("embed_model_load_seconds", "Time to load each model", ["model"], registry=r)
+        self._queue_source = None
+        r.register(_QueueDepth(self))
+
+    def on_batch(self, model: str, stats: BatchStats) -> None:
+        """Engine observer: called from the model's worker thread after each forward pass."""
+        self.batch_size.labels(model).observe(stats.size)
+        self.inference_seconds.labels(model).observe(stats.seconds)
+        if stats.failed:
+            self.batch_failures.labels(model).inc()
+        else:
+            self.inputs.labels(model).inc(stats.size)
+            self.tokens.labels(model).inc(stats.tokens)
+
+    def on_load(self, model: str, seconds: float) -> None:
+        self.load_seconds.labels(model).set(seconds)
+
+    def watch_queues(self, source) -> None:
+        """``source()`` returns {model: queued inputs}; read at every scrape."""
+        self._queue_source = source
+
+
+class _QueueDepth:
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        family = GaugeMetricFamily("embed_queue_depth", "Inputs waiting per model", labels=["model"])
+        source = self.metrics._queue_source
+        for model, depth in (source() if source else {}).items():
+            family.add_metric([model], depth)
+        yield family
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class AccessLog:
+    """ASGI middleware: counts every request and logs one JSON line (never input text unless asked)."""
+
+    def __init__(self, app, metrics: Metrics, log_inputs: bool = False):
+        self.app, self.metrics, self.log_inputs = app, metrics, log_inputs
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500
+
+        async def tracking_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.request_seconds.labels(route).observe(seconds)
+            line = {"method": scope.get("method"), "route": route, "status": status, "ms": round(seconds * 1000, 2)}
+            line.update(scope.get("state", {}).get("embed_log", {}))
+            if not self.log_inputs:
+                line.pop("texts", None)
+            access_log.info(orjson.dumps(line).decode())
