@@ -16,6 +16,7 @@ from .errors import ContextLengthExceeded, InvalidInput, LimitExceeded, ModelNot
 from .registry import ModelEntry, ModelRegistry, discover
 from .token_ids import decode_cl100k
 from .types import EmbedRequest, EmbedResult
+from .scheduler import CostModel
 from .worker import BatchStats, ModelWorker
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Engine:
         name = entry.name
         worker = ModelWorker(
             encoder, name, self.settings.max_batch_tokens, self.settings.max_batch_size,
-            self.settings.max_queued_inputs,
+            self.settings.max_queued_inputs, cost=_calibrated_cost(encoder, name),
             on_batch=lambda stats: self.on_batch and self.on_batch(name, stats),
         )
         worker.start()
@@ -145,6 +146,17 @@ class Engine:
         except InputTooLong as exc:
             raise ContextLengthExceeded("the input length exceeds the context length", param="input") from exc
         return wrapped
+
+
+def _calibrated_cost(encoder, name: str) -> CostModel:
+    """The scheduler's cost model from a short warm-up of the real model (default if unavailable)."""
+    if not hasattr(encoder, "calibrate"):
+        return CostModel()
+    overhead_ms, per_token_ms = encoder.calibrate()
+    tokens = min(max(overhead_ms / per_token_ms, 8.0), 1024.0)
+    log.info("model %s: forward overhead %.1f ms = %.0f tokens at %.3f ms/token", name, overhead_ms, tokens,
+             per_token_ms)
+    return CostModel(overhead=tokens, per_token=1.0)
 
 
 def _shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:

@@ -69,6 +69,7 @@ class ModelWorker:
         max_queued_inputs: int,
         cost: CostModel = CostModel(),
         on_batch: Callable[[BatchStats], None] | None = None,
+        coalesce_seconds: float = 0.004,
     ):
         self.embedder, self.name = embedder, name
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
@@ -81,6 +82,8 @@ class ModelWorker:
         self._thread = threading.Thread(target=self._run, name=f"model-{name}", daemon=True)
         self.last_batch_failed = False
         self.batches_run = 0
+        self._last_requests = 0  # distinct requests in the last batch (see _coalesce)
+        self.coalesce_seconds = coalesce_seconds
 
     @property
     def alive(self) -> bool:
@@ -137,6 +140,7 @@ class ModelWorker:
                 self._cond.wait()
             if not self._queues:
                 return None
+            self._coalesce()
             batch = plan_batch(list(self._queues.values()), self.max_batch_tokens, self.max_batch_size, self.cost)
             chosen = {id(item) for item in batch}
             for request_id in {item.request_id for item in batch}:
@@ -146,7 +150,24 @@ class ModelWorker:
                 else:
                     del self._queues[request_id]
             self._queued -= len(batch)
+            self._last_requests = len({item.request_id for item in batch})
             return batch
+
+    def _coalesce(self) -> None:
+        """Briefly wait for the concurrent clients seen in the last batch (called under the lock).
+
+        When the last batch served several requests and fewer are queued now, with too few
+        inputs to fill a batch, their next requests are usually a few milliseconds away: waiting
+        for them (at most ``coalesce_seconds``) turns alternating 1-and-7 batches into batches of 8.
+        A lone or sequential client never waits: its last batch served one request.
+        """
+        deadline = time.monotonic() + self.coalesce_seconds
+        while (len(self._queues) < self._last_requests and self._queued < self.max_batch_size
+               and not self._stopping):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
 
     def _run(self) -> None:
         import torch

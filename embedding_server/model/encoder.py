@@ -165,6 +165,28 @@ class SentenceEncoder:
             raise InputTooLong(0, len(ids) + len(prefix) + len(suffix), self.context_length)
         return prefix + list(ids[:room]) + suffix
 
+    def calibrate(self) -> tuple[float, float]:
+        """Warm up and measure forward cost: (fixed overhead in ms, ms per padded token).
+
+        The scheduler uses the ratio to decide when splitting a batch by length beats padding it.
+        """
+        filler = self._template[0] + [self.pad_id + 1] * 6 + self._template[1]
+        small, large = [filler[:8]], [(filler * 64)[:64]] * 8
+        self.embed(small)  # first call pays one-off allocation costs
+        self.embed(large)
+
+        def best(batch):
+            runs = []
+            for _ in range(3):
+                started = time.perf_counter()
+                self.embed(batch)
+                runs.append((time.perf_counter() - started) * 1000)
+            return min(runs)
+
+        t_small, t_large = best(small), best(large)
+        per_token = max((t_large - t_small) / (8 * 64 - 8), 1e-6)
+        return max(t_small - 8 * per_token, 0.0), per_token
+
     def embed(self, batch: list[list[int]]) -> np.ndarray:
         """L2-normalised float32 vectors, one row per id list, pooled under the padding mask."""
         torch = self._torch
