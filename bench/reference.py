@@ -1,0 +1,126 @@
+"""In-process references: what this machine can compute without any server in the way.
+
+* `raw_bulk`: raw transformers AutoTokenizer/AutoModel under torch.inference_mode():
+  tokenise all texts, sort by token length, batches of 32 -> pad, forward, masked mean pool,
+  L2 normalise. This is the compute limit the server's bulk throughput is compared with.
+* `raw_single`: the same pipeline on one sentence, repeated (p50/p95 ms).
+* `st_bulk`: sentence-transformers `encode(batch_size=32, normalize_embeddings=True)`.
+
+Run these while no server is computing: they share the CPU cores with it.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+MAX_SEQ_LEN = 256
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank-interpolated percentile (q in 0..100) of a non-empty list."""
+    xs = sorted(values)
+    k = (len(xs) - 1) * q / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+class RawModel:
+    """AutoTokenizer + AutoModel from a local folder, mean pooling + L2 (MiniLM recipe)."""
+
+    def __init__(self, folder: str | Path, threads: int):
+        from transformers import AutoModel, AutoTokenizer
+
+        torch.set_num_threads(threads)
+        self.tok = AutoTokenizer.from_pretrained(str(folder))
+        self.model = AutoModel.from_pretrained(str(folder)).eval()
+
+    @torch.inference_mode()
+    def _forward_pool(self, enc) -> torch.Tensor:
+        out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        mask = enc["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
+        summed = (out.last_hidden_state * mask).sum(1)
+        pooled = summed / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        enc = self.tok(texts, padding=True, truncation=True, max_length=MAX_SEQ_LEN,
+                       return_tensors="pt")
+        return self._forward_pool(enc)
+
+    def bulk(self, texts: list[str], batch_size: int = 32, sort: bool = True) -> dict:
+        """Batched embedding of all texts (length-sorted unless `sort=False`), whole pipeline."""
+        t0 = time.perf_counter()
+        ids = self.tok(texts, truncation=True, max_length=MAX_SEQ_LEN)["input_ids"]
+        order = list(range(len(ids)))
+        if sort:
+            order.sort(key=lambda i: len(ids[i]))
+        batch_ms: list[float] = []
+        for s in range(0, len(order), batch_size):
+            b0 = time.perf_counter()
+            feats = {"input_ids": [ids[i] for i in order[s : s + batch_size]]}
+            enc = self.tok.pad(feats, return_tensors="pt", return_attention_mask=True)
+            self._forward_pool(enc)
+            batch_ms.append((time.perf_counter() - b0) * 1e3)
+        elapsed = time.perf_counter() - t0
+        full = batch_ms[:-1] if len(texts) % batch_size and len(batch_ms) > 1 else batch_ms
+        return {
+            "sentences_per_s": len(texts) / elapsed,
+            "elapsed_s": elapsed,
+            "batch_ms_median": statistics.median(full),
+            "batch_ms_max": max(full),
+        }
+
+    def single(self, text: str, reps: int = 200, warmup: int = 10) -> dict:
+        """Tokenise + forward + pool + normalise one sentence, `reps` times (ms)."""
+        for _ in range(warmup):
+            self.embed([text])
+        lat = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            self.embed([text])
+            lat.append((time.perf_counter() - t0) * 1e3)
+        return {"p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95), "n": reps}
+
+
+def _plain(fn):
+    return fn()
+
+
+def raw_references(folder: str | Path, texts: list[str], query: str, threads: int,
+                   single_reps: int = 200, measure=_plain) -> dict:
+    """Raw transformers bulk, single-sentence latency, batch time; each through `measure`.
+
+    `measure(fn) -> dict` runs one measurement (bench.run wraps it with CPU metering and
+    retries on a busy machine). `bulk_unsorted` (diagnostic, not a target): the same batches
+    of 32 in request order, i.e. what a server gets from 32-input requests if it forwards
+    each one as it comes.
+    """
+    m = RawModel(folder, threads)
+    m.bulk(texts[:128])  # warm-up: allocator, oneDNN kernels for a few shapes
+    bulk = measure(lambda: m.bulk(texts))
+    unsorted = measure(lambda: m.bulk(texts, sort=False))
+    single = measure(lambda: m.single(query, reps=single_reps))
+    query_vec = m.embed([query])[0].tolist()
+    return {"bulk": bulk, "bulk_unsorted": unsorted, "single": single,
+            "query_embedding": query_vec}
+
+
+def st_reference(folder: str | Path, texts: list[str], threads: int, measure=_plain) -> dict:
+    """sentence-transformers encode(batch_size=32, normalize_embeddings=True) -> sentences/s."""
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    st = SentenceTransformer(str(folder), device="cpu")
+    kw = dict(batch_size=32, normalize_embeddings=True, show_progress_bar=False)
+    st.encode(texts[:128], **kw)  # warm-up
+
+    def once() -> dict:
+        t0 = time.perf_counter()
+        st.encode(texts, **kw)
+        return {"sentences_per_s": len(texts) / (time.perf_counter() - t0)}
+
+    return measure(once)

