@@ -3,8 +3,10 @@
 Pure functions over plain data, so the policy is testable without a model:
 
 1. Fairness: requests with fewer remaining inputs go first, and inputs are taken
-   round-robin across requests, so a single query never queues behind a bulk job for
-   more than the batch already running.
+   round-robin across requests. With ``small_only``, a batch is formed from small
+   requests alone (a query does not share its forward pass with bulk inputs); the worker
+   alternates such batches with ordinary ones, so a single query waits at most for the
+   batch already running, and bulk work still gets every other batch.
 2. Packing: the chosen candidates are sorted by token length and cut where a batch's
    estimated cost (a fixed per-forward overhead plus padded tokens) is lowest, within
    the token budget (padded length x count) and the batch-size cap.
@@ -55,13 +57,25 @@ def _fits(count: int, padded: int, max_tokens: int, max_size: int) -> bool:
     return count <= max_size and count * padded <= max_tokens
 
 
+def is_small(queue: Sequence[Pending], max_size: int) -> bool:
+    """A request small enough to count as interactive (a query, a handful of texts)."""
+    return len(queue) <= max(1, max_size // 4)
+
+
 def plan_batch(
     queues: Sequence[Sequence[Pending]],
     max_tokens: int,
     max_size: int,
     cost: CostModel = CostModel(),
+    small_only: bool = False,
 ) -> list[Pending]:
-    """Choose the inputs of the next forward pass (never empty if anything is queued)."""
+    """Choose the inputs of the next forward pass (never empty if anything is queued).
+
+    ``small_only``: if any small request is queued, plan over small requests alone.
+    """
+    if small_only:
+        small = [q for q in queues if q and is_small(q, max_size)]
+        queues = small or queues
     order = fair_order(queues, limit=max_size)
     if not order:
         return []

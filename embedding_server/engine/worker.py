@@ -13,7 +13,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from .errors import InferenceFailed, Overloaded
-from .scheduler import CostModel, plan_batch
+from .scheduler import CostModel, is_small, plan_batch
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class ModelWorker:
         self.last_batch_failed = False
         self.batches_run = 0
         self._last_requests = 0  # distinct requests in the last batch (see _coalesce)
+        self._skipped_bulk = False  # the last batch served only small requests while bulk waited
         self.coalesce_seconds = coalesce_seconds
 
     @property
@@ -141,7 +142,14 @@ class ModelWorker:
             if not self._queues:
                 return None
             self._coalesce()
-            batch = plan_batch(list(self._queues.values()), self.max_batch_tokens, self.max_batch_size, self.cost)
+            queues = list(self._queues.values())
+            # Small requests get a batch of their own, unless the previous batch already skipped
+            # waiting bulk work: bulk gets at least every other batch.
+            batch = plan_batch(queues, self.max_batch_tokens, self.max_batch_size, self.cost,
+                               small_only=not self._skipped_bulk)
+            served = {item.request_id for item in batch}
+            self._skipped_bulk = any(not is_small(q, self.max_batch_size) for q in queues) and all(
+                is_small(self._queues[r], self.max_batch_size) for r in served)
             chosen = {id(item) for item in batch}
             for request_id in {item.request_id for item in batch}:
                 rest = [item for item in self._queues[request_id] if id(item) not in chosen]
@@ -150,7 +158,7 @@ class ModelWorker:
                 else:
                     del self._queues[request_id]
             self._queued -= len(batch)
-            self._last_requests = len({item.request_id for item in batch})
+            self._last_requests = len(served)
             return batch
 
     def _coalesce(self) -> None:

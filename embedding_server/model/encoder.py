@@ -170,9 +170,9 @@ class SentenceEncoder:
 
         The scheduler uses the ratio to decide when splitting a batch by length beats padding it.
         """
-        filler = self._template[0] + [self.pad_id + 1] * 6 + self._template[1]
-        small, large = [filler[:8]], [(filler * 64)[:64]] * 8
-        self.embed(small)  # first call pays one-off allocation costs
+        filler = self._template[0] + [self.pad_id + 1] * 62 + self._template[1]
+        small, large = [filler[:32]] * 2, [filler[:64]] * 16  # 64 and 1,024 tokens: typical segment sizes
+        self.embed(small)  # first calls pay one-off allocation costs
         self.embed(large)
 
         def best(batch):
@@ -184,8 +184,8 @@ class SentenceEncoder:
             return min(runs)
 
         t_small, t_large = best(small), best(large)
-        per_token = max((t_large - t_small) / (8 * 64 - 8), 1e-6)
-        return max(t_small - 8 * per_token, 0.0), per_token
+        per_token = max((t_large - t_small) / (1024 - 64), 1e-6)
+        return max(t_small - 64 * per_token, 0.0), per_token
 
     def embed(self, batch: list[list[int]]) -> np.ndarray:
         """L2-normalised float32 vectors, one row per id list, pooled under the padding mask."""

@@ -27,7 +27,7 @@ def test_defaults():
     assert s.pooling == "auto"
     assert s.token_ids == "openai"
     assert s.num_threads is None
-    assert (s.max_batch_tokens, s.max_batch_size) == (16384, 32)
+    assert (s.max_batch_tokens, s.max_batch_size) == (2048, 32)
     assert (s.max_inputs, s.max_request_tokens) == (2048, 300_000)
     assert s.max_body_bytes == 16 * 1024 * 1024
     assert s.max_queued_inputs == 16384

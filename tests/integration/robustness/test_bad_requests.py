@@ -1,0 +1,454 @@
+"""Malformed, odd and oversized requests against a live server, in both dialects.
+
+Every case asserts the status, the dialect's error shape (Ollama ``{"error": str}``, OpenAI
+``{"error": {"message", "type", "param", "code"}}``), and that a normal request on the same
+kept-alive client succeeds right after it. Decisions: malformed input is 400 (never 422 or 5xx),
+valid-but-odd text (emoji, CJK, RTL, NUL escapes, whitespace, special-token look-alikes) is 200.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.integration.robustness.robustness_support import (
+    DIM, JSON_HEADERS, LEGACY, MODEL, OLLAMA, OPENAI, assert_error, assert_ollama_error, assert_openai_error,
+    assert_serving, assert_unit_vectors, embed_body, jbytes, live_server, raw_exchange, http_request, server_errors,
+    vectors_of,
+)
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with live_server(tmp_path_factory, "bad-requests") as s:
+        yield s
+        errors = server_errors(s.base)
+        print(f"\n[bad-requests] server-side 5xx counts: {errors or 'none'}")
+
+
+@pytest.fixture(scope="module")
+def small_body_server(tmp_path_factory):
+    """Body limit 4 MiB: a 5 MB string must be refused with 413."""
+    with live_server(tmp_path_factory, "small-body", env={"EMBED_MAX_BODY_BYTES": str(4 * MIB)}) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    """One kept-alive client for the module: a bad request must not spoil the connection for the next."""
+    with httpx.Client(timeout=180) as c:
+        yield c
+
+
+# ----- the case table ------------------------------------------------------------------------------
+@dataclass
+class Case:
+    id: str
+    path: str
+    data: bytes
+    status: int
+    headers: dict[str, str] = field(default_factory=lambda: dict(JSON_HEADERS))
+    param: Any = "unchecked"          # OpenAI error param (checked when not "unchecked")
+    code: Any = "unchecked"           # OpenAI error code
+    contains: str | None = None       # substring of the error message
+    n: int | None = None              # for 200: number of vectors
+    dim: int = DIM
+    check: Callable[[httpx.Response], None] | None = None
+
+    def param_id(self) -> str:
+        return f"{self.path}:{self.id}"
+
+
+def fields(path: str, **kw) -> bytes:
+    """A body with the served model and ``kw`` (``input`` is renamed ``prompt`` for the legacy route)."""
+    body = {"model": MODEL, **kw}
+    if path == LEGACY and "input" in body:
+        body["prompt"] = body.pop("input")
+    return jbytes(body)
+
+
+def raw(text: str) -> bytes:
+    """JSON written by hand (escapes such as \\ud800 stay escapes)."""
+    return text.replace("MODEL", MODEL).encode("utf-8")
+
+
+def both(id: str, make: Callable[[str], bytes], ollama: int, openai: int, legacy: int | None = None,
+         **kw) -> list[Case]:
+    """The same body on /api/embed, /v1/embeddings (and /api/embeddings when ``legacy`` is given)."""
+    out = [Case(id, OLLAMA, make(OLLAMA), ollama, **_for(OLLAMA, kw)),
+           Case(id, OPENAI, make(OPENAI), openai, **_for(OPENAI, kw))]
+    if legacy is not None:
+        out.append(Case(id, LEGACY, make(LEGACY), legacy, **_for(LEGACY, kw)))
+    return out
+
+
+def _for(path: str, kw: dict) -> dict:
+    out = {k: v for k, v in kw.items() if not k.startswith(("ollama_", "openai_"))}
+    prefix = "openai_" if path == OPENAI else "ollama_"
+    out.update({k[len(prefix):]: v for k, v in kw.items() if k.startswith(prefix)})
+    return out
+
+
+ODD_TEXTS = {
+    "emoji": ["🚀🔥👩‍👩‍👧‍👦", "🏳️‍🌈 flags 🇯🇵🇫🇷", "😀" * 3000],
+    "cjk": ["日本語のテキストです。", "中文文本，标点符号。", "한국어 텍스트"],
+    "rtl": ["שלום עולם", "مرحبا بالعالم", "\u202eevil override\u202c mixed עברית and English"],
+    "zalgo": ["z" + "\u0336\u0337\u0338" * 3000 + "algo"],
+    "zero_width": ["\u200b\u200c\u200d\u2060\ufeff" * 2000, "a\u200db"],
+    "nul_escaped": ["a\u0000b", "\u0000", "\u0000" * 1000],
+    "control_chars": ["".join(chr(c) for c in range(1, 32)), "\x7f\x85\u2028\u2029"],
+    "max_codepoints": ["\U0010ffff\U000e0001\uffff\ufffe", "\ue000 private use \U000f0000"],
+    "special_tokens": ["[CLS] [SEP] [PAD] [MASK] [UNK]", "<s></s><pad><|endoftext|>"],
+    "whitespace_only": [" ", "\n\t\r", "\u3000", "\u00a0\u2003", " " * 100_000],
+    "mixed_scripts": ["Ünïcödé Ελληνικά Кириллица देवनागरी ไทย ❤ ∑∫√"],
+}
+
+
+def ollama_empty(r: httpx.Response) -> None:
+    body = r.json()
+    assert body["model"] == MODEL and body["embeddings"] == [] and body["prompt_eval_count"] == 0
+
+
+def legacy_empty(r: httpx.Response) -> None:
+    assert r.json() == {"embedding": []}
+
+
+def one_dimension(r: httpx.Response) -> None:
+    body = r.json()
+    vec = body["embeddings"][0] if "embeddings" in body else body["data"][0]["embedding"]
+    assert len(vec) == 1 and abs(abs(vec[0]) - 1.0) < 1e-6
+
+
+def build_cases() -> list[Case]:
+    C: list[Case] = []
+    # -- not JSON, or not a JSON object ----------------------------------------------------------
+    C += both("invalid_json", lambda p: raw('{"model": "MODEL", "input": '), 400, 400, 400, contains="invalid JSON")
+    C += both("trailing_garbage", lambda p: raw('{"model": "MODEL", "input": "x"} trailing'), 400, 400, 400)
+    C += both("single_quotes", lambda p: raw("{'model': 'MODEL', 'input': 'x'}"), 400, 400, 400)
+    C += both("json_array_body", lambda p: jbytes([{"model": MODEL, "input": "x"}]), 400, 400, 400)
+    for name, text in [("int", "42"), ("string", '"just a string"'), ("null", "null"), ("true", "true"),
+                       ("float", "1.5e300")]:
+        C += both(f"scalar_body_{name}", lambda p, t=text: raw(t), 400, 400, 400)
+    C += both("empty_body", lambda p: b"", 400, 400, 400)
+    C += both("empty_object", lambda p: b"{}", 400, 400, 400, openai_param="model")
+    C += both("deep_nesting", lambda p: raw('{"model": "MODEL", "input": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+              400, 400, 400)
+    C += both("raw_nul_in_string", lambda p: raw('{"model": "MODEL", "input": "a\x00b", "prompt": "a\x00b"}'),
+              400, 400, 400)
+    C += both("raw_nul_outside_string", lambda p: raw('{"model": "MODEL",\x00 "input": "x", "prompt": "x"}'),
+              400, 400, 400)
+    # invalid UTF-8 on the wire: lone continuation bytes, overlong '/', truncated sequence, CESU-8 surrogate
+    for name, bad in [("ff_fe", b"\xff\xfe"), ("overlong", b"\xc0\xaf"), ("truncated", b"\xe6\x97"),
+                      ("cesu8_surrogate", b"\xed\xa0\x80"), ("latin1", "café".encode("latin-1"))]:
+        C += both(f"invalid_utf8_{name}",
+                  lambda p, b=bad: b'{"model": "' + MODEL.encode() + b'", "input": "a' + b + b'b", "prompt": "a'
+                  + b + b'b"}', 400, 400, 400)
+    C.append(Case("utf8_bom_is_tolerated", OPENAI, b"\xef\xbb\xbf" + fields(OPENAI, input="bom"), 200, n=1))
+    C.append(Case("duplicate_keys_last_wins", OPENAI, raw('{"model": "nope", "model": "MODEL", "input": "x"}'),
+                  200, n=1))
+
+    # -- content types ------------------------------------------------------------------------------
+    good = fields(OPENAI, input="hello")
+    for ctype in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                  "application/xml", None]:
+        headers = {} if ctype is None else {"content-type": ctype}
+        C.append(Case(f"openai_content_type_{ctype or 'missing'}", OPENAI, good, 400, headers=headers, param=None))
+        # Ollama reads every body as JSON, whatever the declared type (as Ollama does).
+        C.append(Case(f"ollama_content_type_{ctype or 'missing'}", OLLAMA, fields(OLLAMA, input="hello"), 200,
+                      headers=headers, n=1))
+        C.append(Case(f"legacy_content_type_{ctype or 'missing'}", LEGACY, fields(LEGACY, input="hello"), 200,
+                      headers=headers, n=1))
+    C.append(Case("openai_content_type_json_charset", OPENAI, good, 200,
+                  headers={"content-type": "application/json; charset=utf-8"}, n=1))
+    C.append(Case("ollama_form_encoded_body", OLLAMA, f"model={MODEL}&input=hello".encode(), 400,
+                  headers={"content-type": "application/x-www-form-urlencoded"}, contains="invalid JSON"))
+
+    # -- missing / null / wrongly typed fields ----------------------------------------------------------
+    C += both("missing_model", lambda p: jbytes({"input": "x", "prompt": "x"}), 400, 400, 400, openai_param="model")
+    C += both("null_model", lambda p: jbytes({"model": None, "input": "x", "prompt": "x"}), 400, 400, 400,
+              openai_param="model")
+    C += both("empty_model", lambda p: fields(p, model="", input="x"), 400, 404, 400, openai_code="model_not_found")
+    for name, value in [("int", 5), ("list", [MODEL]), ("object", {"name": MODEL}), ("bool", True)]:
+        C += both(f"model_is_{name}", lambda p, v=value: fields(p, model=v, input="x"), 400, 400, 400,
+                  openai_param="model")
+    C += both("unknown_model", lambda p: fields(p, model="no-such-model", input="x"), 404, 404, 404,
+              openai_code="model_not_found", openai_param="model")
+    C += both("huge_model_name", lambda p: fields(p, model="m" * 100_000, input="x"), 404, 404, 404,
+              openai_code="model_not_found")
+    # Ollama: no input means "load the model" -> 200 with no vectors (as Ollama answers); OpenAI: 400.
+    C.append(Case("missing_input", OLLAMA, jbytes({"model": MODEL}), 200, check=ollama_empty))
+    C.append(Case("missing_input", LEGACY, jbytes({"model": MODEL}), 200, check=legacy_empty))
+    C.append(Case("missing_input", OPENAI, jbytes({"model": MODEL}), 400, param="input"))
+    C.append(Case("null_input", OLLAMA, fields(OLLAMA, input=None), 200, check=ollama_empty))
+    C.append(Case("null_input", LEGACY, fields(LEGACY, input=None), 200, check=legacy_empty))
+    C.append(Case("null_input", OPENAI, fields(OPENAI, input=None), 400, param="input"))
+    C.append(Case("empty_string", OLLAMA, fields(OLLAMA, input=""), 200, check=ollama_empty))
+    C.append(Case("empty_string", OPENAI, fields(OPENAI, input=""), 400, param="input"))
+    C.append(Case("empty_list", OLLAMA, fields(OLLAMA, input=[]), 200, check=ollama_empty))
+    C.append(Case("empty_list", OPENAI, fields(OPENAI, input=[]), 400, param="input"))
+    C.append(Case("list_with_empty_string", OPENAI, fields(OPENAI, input=["a", ""]), 400, param="input"))
+    for name, value in [("nested_str_list", [["a"]]), ("triple_nested_ints", [[[1]]]), ("mixed_str_int", ["a", 1]),
+                        ("mixed_int_str", [1, "a"]), ("mixed_int_list", [1, [2]]), ("str_and_null", ["a", None]),
+                        ("float_ids", [1.5]), ("object_input", {"text": "x"}), ("int_scalar", 5),
+                        ("bool_scalar", True)]:
+        C += both(f"input_{name}", lambda p, v=value: fields(p, input=v), 400, 400, 400, openai_param="input")
+    # token ids: Ollama takes text only; OpenAI reads cl100k_base ids (0..100276, with gaps)
+    C.append(Case("token_ids", OLLAMA, fields(OLLAMA, input=[1, 2, 3]), 400))
+    for name, value in [("above_cl100k", [100277]), ("gap_id", [100256]), ("negative", [-1]), ("2^63", [2 ** 63]),
+                        ("2^64+1", [2 ** 64 + 1]), ("10^30", [10 ** 30]), ("nested_out_of_range", [[5, 100300]])]:
+        C.append(Case(f"token_id_{name}", OPENAI, fields(OPENAI, input=value), 400, param="input",
+                      contains="out of range"))
+    C.append(Case("token_ids_empty_array", OPENAI, fields(OPENAI, input=[[1], []]), 400, param="input"))
+    # JSON booleans are not token ids (pydantic's lax mode would read true as id 1)
+    C.append(Case("token_ids_booleans", OPENAI, raw('{"model": "MODEL", "input": [true, false]}'), 400,
+                  param="input"))
+    C.append(Case("token_ids_nested_booleans", OPENAI, raw('{"model": "MODEL", "input": [[1, true]]}'), 400,
+                  param="input"))
+    C.append(Case("token_ids_valid_nested", OPENAI, fields(OPENAI, input=[[1, 2], [3]]), 200, n=2))
+    C.append(Case("token_id_last_special", OPENAI, fields(OPENAI, input=[100276]), 200, n=1))
+
+    # -- dimensions ---------------------------------------------------------------------------------------
+    for name, value in [("negative", "-1"), ("above_model", "385"), ("huge", "1000000"), ("2^70", str(2 ** 70)),
+                        ("fraction", "1.5"), ("string", '"abc"'), ("nan", "NaN"), ("infinity", "1e400"),
+                        ("bool", "true"), ("list", "[8]")]:
+        C += both(f"dimensions_{name}", lambda p, v=value: raw('{"model": "MODEL", "input": "x", "dimensions": '
+                                                               + v + "}"), 400, 400, openai_param="dimensions")
+    # 0: OpenAI refuses it; Ollama's dimensions is an int whose zero value means "not set" -> full vector.
+    C.append(Case("dimensions_zero", OPENAI, fields(OPENAI, input="x", dimensions=0), 400, param="dimensions"))
+    C.append(Case("dimensions_zero_means_unset", OLLAMA, fields(OLLAMA, input="x", dimensions=0), 200, n=1))
+    C += both("dimensions_one", lambda p: fields(p, input="x", dimensions=1), 200, 200, check=one_dimension)
+
+    # -- encoding_format (OpenAI only; Ollama ignores unknown keys, as Ollama does) -----------------------
+    for name, value in [("int8", '"int8"'), ("uppercase", '"FLOAT"'), ("empty", '""'), ("null", "null"),
+                        ("number", "5")]:
+        C.append(Case(f"encoding_format_{name}", OPENAI,
+                      raw('{"model": "MODEL", "input": "x", "encoding_format": ' + value + "}"), 400,
+                      param="encoding_format"))
+    C.append(Case("encoding_format_is_ignored", OLLAMA, fields(OLLAMA, input="x", encoding_format="int8"), 200, n=1))
+    C.append(Case("truncate_not_bool", OLLAMA, fields(OLLAMA, input="x", truncate="nope"), 400))
+    C.append(Case("truncate_false_too_long", OLLAMA, fields(OLLAMA, input="word " * 1000, truncate=False), 400,
+                  contains="context length"))
+
+    # -- request limits ------------------------------------------------------------------------------------
+    C += both("10000_inputs", lambda p: fields(p, input=["x"] * 10_000), 400, 400, openai_param="input",
+              openai_code="limit_exceeded", contains="max_inputs=2048")
+    C.append(Case("10000_token_arrays", OPENAI, fields(OPENAI, input=[[1]] * 10_000), 400, param="input",
+                  code="limit_exceeded", contains="max_inputs=2048"))
+    long_texts = [f"{i} " + "alpha beta gamma delta epsilon " * 60 for i in range(1200)]  # 1200 x 256 tokens
+    C += both("over_max_request_tokens", lambda p: fields(p, input=long_texts), 400, 400, openai_param="input",
+              openai_code="limit_exceeded", contains="max_request_tokens=300000")
+
+    # -- lone surrogates: valid JSON escapes, but not Unicode text -> 400, never 500 ------------------------
+    for name, text in [("high", '"a\\ud800b"'), ("low", '"\\udc00"'), ("reversed_pair", '"\\ude80\\ud83d"'),
+                       ("in_list", '["fine", "\\udbff"]')]:
+        C += both(f"lone_surrogate_{name}",
+                  lambda p, t=text: raw('{"model": "MODEL", "input": ' + t + ', "prompt": ' + t + "}"),
+                  400, 400, 400 if not name == "in_list" else None, openai_param="input")
+    C += both("lone_surrogate_in_model_name", lambda p: raw('{"model": "\\ud800", "input": "x", "prompt": "x"}'),
+              404, 404, 404, openai_param="model", openai_code="model_not_found")
+    C.append(Case("lone_surrogate_in_show", "/api/show", raw('{"model": "\\ud800"}'), 404))
+    C += both("escaped_surrogate_pair_is_fine", lambda p: raw('{"model": "MODEL", "input": "\\ud83d\\ude80", '
+                                                              '"prompt": "\\ud83d\\ude80"}'), 200, 200, 200, n=1)
+
+    # -- valid but odd text -> 200, unit vectors, one per input --------------------------------------------
+    for name, texts in ODD_TEXTS.items():
+        C += both(f"odd_text_{name}", lambda p, t=texts: fields(p, input=t), 200, 200, n=len(texts))
+        C.append(Case(f"odd_text_{name}", LEGACY, fields(LEGACY, input=texts[0]), 200, n=1))
+    return C
+
+
+CASES = build_cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.param_id() for c in CASES])
+def test_bad_or_odd_request(case: Case, server, http):
+    r = http.post(server.base + case.path, content=case.data, headers=case.headers)
+    if case.status == 200:
+        assert r.status_code == 200, r.text[:500]
+        if case.check is not None:
+            case.check(r)
+        if case.n is not None:
+            assert_unit_vectors(vectors_of(case.path, r), case.n, case.dim)
+    elif case.path.startswith("/v1"):
+        kw = {k: getattr(case, k) for k in ("param", "code") if getattr(case, k) != "unchecked"}
+        err = assert_openai_error(r, case.status, contains=case.contains, **kw)
+        assert err["type"] == ("invalid_request_error" if case.status < 500 else "server_error")
+    else:
+        assert_ollama_error(r, case.status, case.contains)
+    assert_serving(server, http)  # same client: the connection (if kept alive) still works
+
+
+def test_bad_requests_leave_no_server_errors(server, http):
+    """Run last in this module's table order: the server recorded no 5xx at all so far."""
+    assert_serving(server, http)
+    assert server_errors(server.base) == {}
+
+
+# ----- big strings, body limits ----------------------------------------------------------------------
+FIVE_MB_PROSE = ("Embedding servers must stay calm when a client sends far too much text at once. " * 70_000)[:5_000_000]
+
+
+@pytest.mark.parametrize("path", [OLLAMA, OPENAI, LEGACY])
+def test_five_megabyte_string_is_truncated_fast(path, server, http):
+    """One 5 MB string: 200, cut to the 256-token context, as fast as a normal 256-token request (the
+    tokenizer only looks at a prefix), and equal to the vector of a prefix that already fills the context."""
+    prefix = FIVE_MB_PROSE[:20_000]
+    started = time.perf_counter()
+    small = http.post(server.base + path, json=embed_body(path, prefix if path == LEGACY else [prefix]))
+    baseline = time.perf_counter() - started
+    assert small.status_code == 200, small.text
+    started = time.perf_counter()
+    big = http.post(server.base + path, content=jbytes(embed_body(path, FIVE_MB_PROSE)), headers=JSON_HEADERS)
+    elapsed = time.perf_counter() - started
+    assert big.status_code == 200, big.text[:300]
+    print(f"\n[5MB {path}] {elapsed:.2f}s (256-token baseline {baseline:.2f}s)")
+    got, want = vectors_of(path, big), vectors_of(path, small)
+    assert got.shape == (1, DIM) and np.allclose(got, want, atol=1e-5)
+    if path == OLLAMA:
+        assert big.json()["prompt_eval_count"] == 256
+    elif path == OPENAI:
+        assert big.json()["usage"] == {"prompt_tokens": 256, "total_tokens": 256}
+    assert elapsed < baseline + 3.0, f"5 MB took {elapsed:.2f}s vs {baseline:.2f}s for 256 tokens"
+    assert_serving(server, http)
+
+
+def test_five_megabyte_single_word_does_not_block_others(server):
+    """5 MB without whitespace is one [UNK] word for BERT's WordPiece: 200 and the [UNK] vector. The
+    tokenizer has to read all of it (seconds of CPU), but other clients are answered meanwhile."""
+    word = "a" * 5_000_000
+    result: dict[str, Any] = {}
+
+    def big():
+        started = time.perf_counter()
+        result["r"] = httpx.post(server.base + OLLAMA, content=jbytes({"model": MODEL, "input": word}),
+                                 timeout=300)
+        result["seconds"] = time.perf_counter() - started
+
+    thread = threading.Thread(target=big)
+    thread.start()
+    latencies = []
+    time.sleep(0.3)
+    while thread.is_alive() and len(latencies) < 20:
+        started = time.perf_counter()
+        assert_serving(server)
+        latencies.append(time.perf_counter() - started)
+    thread.join(300)
+    r = result["r"]
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()["prompt_eval_count"] == 3  # [CLS] [UNK] [SEP]
+    unk = httpx.post(server.base + OLLAMA, json={"model": MODEL, "input": "a" * 101}, timeout=60)
+    assert np.allclose(r.json()["embeddings"], unk.json()["embeddings"], atol=1e-5)
+    print(f"\n[5MB one word] {result['seconds']:.2f}s; {len(latencies)} normal requests meanwhile, "
+          f"slowest {max(latencies, default=0):.2f}s")
+    assert max(latencies, default=0) < 10.0
+
+
+@pytest.mark.parametrize("path", [OLLAMA, OPENAI, LEGACY])
+def test_body_over_the_limit_is_413_in_the_dialect_shape(path, small_body_server):
+    """Limit 4 MiB, a 5 MB string: 413 whether the size is declared (Content-Length) or streamed (chunked)."""
+    data = jbytes(embed_body(path, FIVE_MB_PROSE))
+    declared = httpx.post(small_body_server.base + path, content=data, headers=JSON_HEADERS, timeout=120)
+    chunks = (data[i:i + 256 * 1024] for i in range(0, len(data), 256 * 1024))
+    streamed = httpx.post(small_body_server.base + path, content=chunks, headers=JSON_HEADERS, timeout=120)
+    for r in (declared, streamed):
+        assert_error(path, r, 413, code="request_too_large", contains="max_body_bytes=4194304")
+    assert_serving(small_body_server, paths=(path,))
+
+
+@pytest.mark.parametrize("path", [OLLAMA, OPENAI])
+def test_declared_oversize_is_refused_before_the_body_is_sent(path, small_body_server):
+    """Content-Length over the limit: 413 at once, without waiting for (or reading) the body."""
+    started = time.perf_counter()
+    r = raw_exchange(small_body_server.port, http_request("POST", path, b"", JSON_HEADERS,
+                                                          content_length=100 * MIB), timeout=30)
+    assert time.perf_counter() - started < 5.0
+    assert r.status == 413 and r.headers.get("connection") == "close"
+    body = r.json()
+    if path == OPENAI:
+        assert body["error"]["code"] == "request_too_large" and set(body["error"]) == {"message", "type", "param",
+                                                                                        "code"}
+    else:
+        assert set(body) == {"error"} and "max_body_bytes" in body["error"]
+    assert_serving(small_body_server)
+
+
+@pytest.mark.parametrize("path", [OLLAMA, OPENAI, LEGACY])
+def test_body_over_default_max_body_bytes(path, server):
+    """17 MB against the default 16 MiB limit: 413 (declared and streamed), both shapes."""
+    data = jbytes(embed_body(path, ["y" * 1000] * 17_000 if path != LEGACY else "z" * 17_000_000))
+    assert len(data) > 16 * MIB
+    declared = httpx.post(server.base + path, content=data, headers=JSON_HEADERS, timeout=120)
+    chunks = (data[i:i + MIB] for i in range(0, len(data), MIB))
+    streamed = httpx.post(server.base + path, content=chunks, headers=JSON_HEADERS, timeout=120)
+    for r in (declared, streamed):
+        assert_error(path, r, 413, code="request_too_large", contains="max_body_bytes=16777216")
+    assert_serving(server)
+
+
+# ----- hostile bodies under the limit: no event-loop stall, no memory blow-up --------------------------------
+HOSTILE = {
+    # 16 MB bodies that parse as JSON and are refused or answered; what they cost must stay bounded.
+    "4M_token_arrays": (OPENAI, b'{"model":"' + MODEL.encode() + b'","input":[' + b"[1]," * (4_000_000 - 1)
+                        + b"[1]]}"),
+    "8M_token_ids": (OPENAI, b'{"model":"' + MODEL.encode() + b'","input":[' + b"1," * (8_000_000 - 1) + b"1]}"),
+    "4M_token_arrays_ollama": (OLLAMA, b'{"model":"' + MODEL.encode() + b'","input":[' + b"[1]," * (4_000_000 - 1)
+                               + b"[1]]}"),
+    "3M_strings": (OPENAI, b'{"model":"' + MODEL.encode() + b'","input":[' + b'"a",' * (3_000_000 - 1) + b'"a"]}'),
+    "4M_ints_then_a_string": (OPENAI, b'{"model":"' + MODEL.encode() + b'","input":[' + b"7," * 4_000_000
+                              + b'"x"]}'),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_16mb_bodies_do_not_stall_or_bloat_the_server(name, server):
+    """A body just under 16 MiB must neither freeze the event loop (other clients and /health wait) much
+    longer than merely parsing it takes, nor multiply into gigabytes of memory (deploy/k8s: 4 GiB limit).
+    Parsing is FastAPI's json.loads in the event loop: ~1-5 s for 4M nested arrays on a busy 2-core box,
+    so the bound is relative: /health waits at most 2.5 x (json.loads time here) + 1 s. The server's peak
+    RSS may grow by less than 40x the body (~640 MB; the parsed JSON alone is ~400 MB for 4M arrays)."""
+    path, data = HOSTILE[name]
+    assert len(data) < 16 * MIB
+    started = time.perf_counter()
+    json.loads(data)
+    parse_seconds = time.perf_counter() - started
+    allowed = 2.5 * parse_seconds + 1.0
+    can_measure_peak = server.reset_peak_rss()
+    rss_before = server.status_kb("VmRSS")
+    result: dict[str, Any] = {}
+
+    def hostile():
+        started = time.perf_counter()
+        result["r"] = httpx.post(server.base + path, content=data, headers=JSON_HEADERS, timeout=600)
+        result["seconds"] = time.perf_counter() - started
+
+    thread = threading.Thread(target=hostile)
+    thread.start()
+    worst = 0.0
+    while thread.is_alive():
+        started = time.perf_counter()
+        assert httpx.get(server.base + "/health", timeout=600).status_code == 200
+        worst = max(worst, time.perf_counter() - started)
+        time.sleep(0.05)
+    thread.join()
+    r = result["r"]
+    peak_growth_mb = (server.status_kb("VmHWM") - rss_before) / 1024 if can_measure_peak else float("nan")
+    print(f"\n[hostile {name}] {r.status_code} in {result['seconds']:.2f}s; /health worst {worst:.2f}s; "
+          f"(json.loads here {parse_seconds:.2f}s, allowed {allowed:.2f}s); peak RSS +{peak_growth_mb:.0f} MB; "
+          f"RSS now {server.rss_mb():.0f} MB")
+    assert r.status_code in (200, 400), r.text[:300]
+    if r.status_code == 400:
+        assert_error(path, r, 400)
+    assert worst < allowed, (f"/health waited {worst:.2f}s while a {len(data) / MIB:.1f} MiB body was handled; "
+                             f"parsing it takes {parse_seconds:.2f}s")
+    if can_measure_peak:
+        assert peak_growth_mb < 40 * len(data) / MIB, f"peak RSS grew by {peak_growth_mb:.0f} MB for a 16 MB body"
+    assert_serving(server)

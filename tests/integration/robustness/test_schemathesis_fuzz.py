@@ -1,0 +1,158 @@
+"""Property-based fuzzing of every operation in the live server's own OpenAPI spec (schemathesis).
+
+Bounded: FUZZ_EXAMPLES cases per operation and generation mode (positive: valid per the spec; negative:
+invalid per the spec), derandomized so a run is repeatable (ROBUSTNESS_FUZZ_RANDOM=1 explores afresh).
+Loopback only. Asserted for every case: no 5xx, JSON in the calling dialect's error shape for every error,
+the declared content types and response schemas, invalid data rejected with 4xx, and, where the spec
+declares its error statuses, that no undeclared status is returned.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, defaultdict
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance, negative_data_rejection, response_headers_conformance, response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.integration.robustness.robustness_support import MODEL, assert_serving, live_server, server_errors
+
+FUZZ_EXAMPLES = int(os.environ.get("ROBUSTNESS_FUZZ_EXAMPLES", "50"))
+RANDOM = os.environ.get("ROBUSTNESS_FUZZ_RANDOM") == "1"
+BUDGET_SECONDS = 170  # the whole fuzz run must stay well under 3 minutes
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with live_server(tmp_path_factory, "fuzz") as s:
+        yield s
+
+
+def dialect_error_shape(response, case) -> None:
+    """Every answer of our JSON routes is JSON; errors are in the shape of the route's dialect."""
+    status = response.status_code
+    ctype = response.headers.get("content-type", "")
+    if isinstance(ctype, list):
+        ctype = ctype[0]
+    assert ctype.startswith("application/json"), f"{status} with content type {ctype!r}"
+    body = response.json()
+    if status < 400:
+        return
+    if case.operation.path.startswith("/v1"):
+        assert isinstance(body, dict) and set(body) == {"error"}, body
+        assert set(body["error"]) == {"message", "type", "param", "code"}, body
+        assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
+    else:
+        assert isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], str), body
+    assert status != 422, "validation errors are 400 in both dialects, never FastAPI's 422"
+
+
+def declares_error_statuses(operation) -> bool:
+    """True when the spec lists the operation's real error statuses (anything but 2xx and FastAPI's
+    automatic 422, which this server never sends)."""
+    codes = {str(c).upper() for c in operation.responses.status_codes}
+    return any(not c.startswith("2") and c != "422" for c in codes)
+
+
+def steer_to_the_model(case, counter: int) -> None:
+    """Half of the valid cases name the served model (and a dimension it has), so the fuzz reaches the
+    tokenizer and the forward pass instead of stopping at 'model not found' (the spec cannot say which
+    names and dimensions exist)."""
+    body = case.body
+    if isinstance(body, dict) and counter % 2 == 0:
+        for key in ("model", "name"):
+            if key in body:
+                body[key] = MODEL
+        if not (isinstance(body.get("dimensions"), int) and 1 <= body["dimensions"] <= 384):
+            body.pop("dimensions", None)
+
+
+def test_fuzz_openapi_operations(server):
+    schema = schemathesis.openapi.from_url(server.base + "/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert operations, "the spec lists no operations"
+    session = requests.Session()
+    session.trust_env = False  # no proxies: loopback only
+
+    cases: Counter = Counter()
+    statuses: dict[str, Counter] = defaultdict(Counter)
+    failures: dict[str, list[str]] = defaultdict(list)
+    unchecked_status: list[str] = []
+    started = time.monotonic()
+
+    for operation in operations:
+        label = f"{operation.method.upper()} {operation.path}"
+        checks = [not_a_server_error, content_type_conformance, response_headers_conformance,
+                  response_schema_conformance]
+        if declares_error_statuses(operation):
+            checks.append(status_code_conformance)
+        else:
+            unchecked_status.append(label)
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            mode_checks = checks + ([negative_data_rejection] if mode == GenerationMode.NEGATIVE else [])
+            try:
+                strategy = operation.as_strategy(generation_mode=mode)
+            except Exception as exc:  # noqa: BLE001 - e.g. nothing can be made invalid (GETs without params)
+                if mode == GenerationMode.POSITIVE:
+                    failures[f"{label} strategy"].append(repr(exc))
+                continue
+
+            @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=not RANDOM,
+                      suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+            @given(case=strategy)
+            def run(case):
+                n = cases[(label, mode.value)]
+                cases[(label, mode.value)] += 1
+                if mode == GenerationMode.POSITIVE:
+                    steer_to_the_model(case, n)
+                try:
+                    response = case.call(base_url=server.base, session=session, timeout=120)
+                except requests.RequestException as exc:
+                    failures[label].append(f"{mode.value}: transport error {exc!r} for {case.body!r:.200}")
+                    return
+                statuses[label][response.status_code] += 1
+                try:
+                    case.validate_response(response, checks=mode_checks)
+                except AssertionError as exc:
+                    failures[label].append(f"{mode.value}: {str(exc).strip()[:600]}")
+                try:
+                    dialect_error_shape(response, case)
+                except (AssertionError, ValueError) as exc:
+                    failures[label].append(f"{mode.value}: dialect shape: {exc} for {case.body!r:.200}")
+
+            try:
+                run()
+            except Unsatisfiable:  # nothing in this operation can be made invalid (a GET without parameters)
+                if mode == GenerationMode.POSITIVE:
+                    failures[label].append("positive: no case could be generated")
+
+    seconds = time.monotonic() - started
+    total = sum(cases.values())
+    print(f"\n[fuzz] {total} cases over {len(operations)} operations in {seconds:.1f}s "
+          f"({FUZZ_EXAMPLES} max per operation and mode, {'random' if RANDOM else 'derandomized'})")
+    for label in sorted(statuses):
+        print(f"  {label:32s} {sum(v for (l, _), v in cases.items() if l == label):4d} cases  "
+              f"statuses {dict(sorted(statuses[label].items()))}")
+    if unchecked_status:
+        print(f"  status_code_conformance skipped (the spec declares no error statuses): {', '.join(unchecked_status)}")
+    print(f"  server-side 5xx: {server_errors(server.base) or 'none'}")
+    distinct = {label: sorted(set(msgs)) for label, msgs in failures.items()}
+    for label, msgs in distinct.items():
+        print(f"  FAIL {label}: {len(failures[label])} cases, {len(msgs)} distinct")
+        for msg in msgs[:5]:
+            print("     - " + msg.replace("\n", "\n       "))
+    assert total >= len(operations), "no cases were generated"
+    assert not distinct, f"{sum(len(v) for v in failures.values())} failing cases: {list(distinct)}"
+    assert seconds < BUDGET_SECONDS
+    assert server_errors(server.base) == {}
+    assert_serving(server)
