@@ -3,10 +3,11 @@
 Pure functions over plain data, so the policy is testable without a model:
 
 1. Fairness: requests with fewer remaining inputs go first, and inputs are taken
-   round-robin across requests. With ``small_only``, a batch is formed from small
-   requests alone (a query does not share its forward pass with bulk inputs); the worker
-   alternates such batches with ordinary ones, so a single query waits at most for the
-   batch already running, and bulk work still gets every other batch.
+   round-robin across requests. With ``only="small"`` a batch is formed from small
+   requests alone (a query does not share its forward pass with bulk inputs), with
+   ``only="large"`` from the others; the worker alternates the two while both wait, so a
+   query waits at most for the batch already running and bulk work still gets every
+   other batch.
 2. Packing: the chosen candidates are sorted by token length and cut where a batch's
    estimated cost (a fixed per-forward overhead plus padded tokens) is lowest, within
    the token budget (padded length x count) and the batch-size cap.
@@ -67,15 +68,16 @@ def plan_batch(
     max_tokens: int,
     max_size: int,
     cost: CostModel = CostModel(),
-    small_only: bool = False,
+    only: str | None = None,
 ) -> list[Pending]:
     """Choose the inputs of the next forward pass (never empty if anything is queued).
 
-    ``small_only``: if any small request is queued, plan over small requests alone.
+    ``only="small"`` / ``"large"``: plan over small / other requests alone, when there are any.
     """
-    if small_only:
-        small = [q for q in queues if q and is_small(q, max_size)]
-        queues = small or queues
+    if only is not None:
+        want_small = only == "small"
+        kept = [q for q in queues if q and is_small(q, max_size) == want_small]
+        queues = kept or queues
     order = fair_order(queues, limit=max_size)
     if not order:
         return []

@@ -144,9 +144,9 @@ class ModelWorker:
             self._coalesce()
             queues = list(self._queues.values())
             # Small requests get a batch of their own, unless the previous batch already skipped
-            # waiting bulk work: bulk gets at least every other batch.
+            # waiting bulk work: then it is bulk's turn.
             batch = plan_batch(queues, self.max_batch_tokens, self.max_batch_size, self.cost,
-                               small_only=not self._skipped_bulk)
+                               only="large" if self._skipped_bulk else "small")
             served = {item.request_id for item in batch}
             self._skipped_bulk = any(not is_small(q, self.max_batch_size) for q in queues) and all(
                 is_small(self._queues[r], self.max_batch_size) for r in served)
