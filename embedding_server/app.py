@@ -64,3 +64,6 @@ async def _load_default(app: FastAPI) -> None:
     except EngineError as exc:
         app.state.load_error = exc.message
         log.error("default model not served: %s", exc.message)
+        on_fatal = getattr(app.state, "on_fatal", None)
+        if on_fatal is not None:
+            on_fatal()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from .settings import Settings
@@ -31,7 +32,15 @@ def check_default_model(settings: Settings) -> str | None:
     from .engine.errors import ModelNotFound
     from .engine.registry import ModelRegistry, discover
 
-    registry = ModelRegistry(discover(settings.models_dir, settings.model), settings.aliases, settings.model)
+    # Scan quietly: the server's own scan logs each unusable folder once, and when the default is one of
+    # them the caller prints the single line that says so.
+    scan_log = logging.getLogger("embedding_server.engine.registry")
+    was_disabled, scan_log.disabled = scan_log.disabled, True
+    try:
+        entries = discover(settings.models_dir, settings.model)
+    finally:
+        scan_log.disabled = was_disabled
+    registry = ModelRegistry(entries, settings.aliases, settings.model)
     try:
         entry = registry.resolve(settings.model)
     except ModelNotFound:
@@ -59,8 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     from .app import create_app
 
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=30, access_log=False)  # our own JSON access log replaces uvicorn's
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                                           timeout_graceful_shutdown=30, access_log=False))  # our JSON access log
+    # A default model that fails to load (after its files looked right) stops the server: exit 1.
+    app.state.on_fatal = lambda: setattr(server, "should_exit", True)
+    # uvicorn re-raises the SIGTERM/SIGINT that stopped it once its graceful shutdown is over; with the
+    # default dispositions that kills the process (status -15/143) and the status below is never returned.
+    # A requested stop is a clean exit: 0, or 1 if the default model failed.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    server.run()
     return 1 if getattr(app.state, "load_error", None) else 0
 
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from ..engine.engine import Engine
+from ..engine.errors import ModelUnavailable
 from ..engine.registry import ModelEntry
 
 _FAR_FUTURE = "2318-01-01T00:00:00Z"  # models stay resident: they never expire
@@ -95,6 +96,8 @@ def describe_loaded(engine: Engine) -> list[dict]:
 def describe_one(engine: Engine, name: str) -> dict:
     """Ollama /api/show for one model (ModelNotFound if the name resolves to nothing)."""
     entry = engine.registry.resolve(name)
+    if entry.error:  # left out of /api/tags: not described as if it worked either
+        raise ModelUnavailable(f"model '{entry.name}' cannot be loaded; the server log says why")
     f = _facts(entry)
     arch = f["arch"]
     info = {"general.architecture": arch, "general.parameter_count": f["params"],

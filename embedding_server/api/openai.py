@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..engine.errors import ModelUnavailable
 from ..engine.types import EmbedRequest
 from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
 from .errors import ApiError
@@ -72,5 +73,7 @@ async def retrieve_model(model_id: str, request: Request) -> Response:
     for item in openai_models(engine_of(request)):
         if item["id"] == model_id:
             return json_response(item)
-    engine_of(request).registry.resolve(model_id)  # raises ModelNotFound for unknown names
+    entry = engine_of(request).registry.resolve(model_id)  # raises ModelNotFound for unknown names
+    if entry.error:  # left out of /v1/models: not described as if it worked either
+        raise ModelUnavailable(f"model '{entry.name}' cannot be loaded; the server log says why")
     return json_response({"id": model_id, "object": "model", "created": 0, "owned_by": "embedding-server"})

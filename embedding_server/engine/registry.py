@@ -95,6 +95,7 @@ class ModelRegistry:
                     await asyncio.to_thread(load, entry)
                 except Exception as exc:  # noqa: BLE001 - any failure: one log line, model marked unusable
                     entry.error = str(exc) if isinstance(exc, CheckpointError) else f"{entry.path}: {exc!r}"
+                    entry.error = " ".join(entry.error.split())  # one log line, however the library words it
                     log.error("model load failed: %s", entry.error)
                     raise ModelUnavailable(f"model '{entry.name}' cannot be loaded; the server log says why") from None
         return time.perf_counter_ns() - started

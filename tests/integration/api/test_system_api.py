@@ -8,7 +8,6 @@ import time
 
 import httpx
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 
 from embedding_server.app import create_app

@@ -183,33 +183,23 @@ def test_each_broken_model_is_one_clear_log_line(server_with_broken_models):
             assert BREAKAGES[how] in next(line for line in text.splitlines() if f"{models_dir / name}:" in line)
 
 
-def test_default_model_failing_at_load_keeps_health_failed_and_exits_1(good_bert, tmp_path):
+def test_default_model_failing_at_load_exits_1_with_one_line(good_bert, tmp_path):
     # tokenizer.json cut short passes the file check; the failure comes when the model loads, after
-    # the server is up: /health says "failed" (orchestrators restart it), one log line says why,
-    # and the process exits with status 1 when stopped.
+    # the server is up: one log line says why, and the process stops by itself with status 1
+    # (an orchestrator restarts it or shows it failed; it never sits there unhealthy).
     models_dir = _models_dir(tmp_path / "models", good_bert, {"encoder": "corrupt-tokenizer"})
     port, log_path = free_port(), tmp_path / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(serve_cmd(port, models_dir, "encoder"), env=clean_env(PYTHONUNBUFFERED="1"),
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline, health = time.monotonic() + 120, None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                if health.json().get("status") != "loading":
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        assert health is not None and (health.status_code, health.json()) == (503, {"status": "failed"})
-        r = httpx.post(f"http://127.0.0.1:{port}/api/embed", json={"model": "encoder", "input": "x"}, timeout=10)
-        assert r.status_code == 503 and "cannot be loaded" in r.json()["error"]
+        code = proc.wait(120)
     finally:
-        code = stop(proc)
+        if proc.poll() is None:
+            stop(proc)
     text = log_path.read_text(errors="replace")
     assert "Traceback" not in text
     mentions = [line for line in text.splitlines() if str(models_dir / "encoder") in line]
     assert mentions and all(" ERROR " in line for line in mentions), text[-3000:]
     assert any("tokenizer" in line for line in mentions), mentions
-    assert code == 1, f"exit status {code} after SIGTERM with the default model failed\n{text[-2000:]}"
+    assert code == 1, f"exit status {code} after the default model failed to load\n{text[-2000:]}"

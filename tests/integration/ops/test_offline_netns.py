@@ -8,10 +8,12 @@ namespace (its loopback is not the host's), and the server log must show no netw
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -70,6 +72,16 @@ class Namespace:
         if self.kind == "unshare":  # unshare execs sh, sh execs python: one pid, which names the namespace
             return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *cmd]
         return ["ip", "netns", "exec", self.name, *cmd]
+
+    def entered(self, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+        """Wait until the server process is in its own namespace (unshare(2) runs after Popen returns)."""
+        self.server_pid = proc.pid
+        if self.kind != "unshare":
+            return
+        ours, deadline = os.readlink("/proc/self/ns/net"), time.monotonic() + timeout
+        while os.readlink(f"/proc/{proc.pid}/ns/net") == ours:
+            assert proc.poll() is None and time.monotonic() < deadline, "unshare -n did not take effect"
+            time.sleep(0.02)
 
     def inside(self, cmd: list[str]) -> list[str]:
         if self.kind == "unshare":
@@ -137,8 +149,8 @@ def test_serves_both_dialects_without_any_network(case, namespace_kind, tmp_path
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(ns.server(serve_cmd(PORT, model=model if case == "tiny-xlmr" else None)),
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
-    ns.server_pid = proc.pid
     try:
+        ns.entered(proc)
         links = subprocess.run(ns.inside(["ip", "-o", "link", "show"]), capture_output=True, text=True,
                                timeout=30, env=env)
         assert links.returncode == 0, links.stderr
