@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
 
 from ..engine.errors import ModelUnavailable
 from ..engine.types import EmbedRequest
@@ -18,6 +18,11 @@ from .responses import float32_base64, json_response
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 
 OpenAIInput = Union[str, list[str], list[int], list[list[int]]]
+# Documented as OpenAI's union, but validated by hand (``_to_request``): pydantic's union validation of a
+# multi-megabyte array builds an error per element per branch (gigabytes for one 16 MB body).
+_INPUT_SCHEMA = TypeAdapter(OpenAIInput).json_schema()
+_INVALID_INPUT = ("'$.input' is invalid: expected a string, an array of strings, an array of integers "
+                  "or an array of integer arrays")
 
 
 class EmbeddingsBody(BaseModel):
@@ -25,33 +30,46 @@ class EmbeddingsBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     model: str
-    input: OpenAIInput = Field(description="Text, texts, or token-id arrays (cl100k_base ids by default).")
+    input: Annotated[Any, WithJsonSchema(_INPUT_SCHEMA)] = Field(
+        description="Text, texts, or token-id arrays (cl100k_base ids by default).")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     user: str | None = None
 
 
-def _to_request(body: EmbeddingsBody) -> EmbedRequest:
+def _is_ids(value: Any) -> bool:
+    return type(value) is list and all(type(i) is int for i in value)  # bool is not an id
+
+
+def _to_request(body: EmbeddingsBody, max_tokens: int) -> EmbedRequest:
     """Translate the OpenAI body into the engine's request (all the validation OpenAI does)."""
     raw = body.input
-    if isinstance(raw, str):
+    if type(raw) is str:
         raw = [raw]
+    if type(raw) is not list:
+        raise ApiError(400, _INVALID_INPUT, param="input")
     if not raw:
         raise ApiError(400, "'$.input' is invalid: the input list must not be empty", param="input")
-    if all(isinstance(x, int) for x in raw):
-        raw = [raw]  # one token array
-    if isinstance(raw[0], str):
+    if all(type(x) is str for x in raw):
         if any(s == "" for s in raw):
             raise ApiError(400, "'$.input' is invalid: inputs must be non-empty strings", param="input")
         return EmbedRequest(model=body.model, inputs=raw, dimensions=body.dimensions)
+    if _is_ids(raw):
+        raw = [raw]  # one token array
+    elif not all(_is_ids(x) for x in raw):
+        raise ApiError(400, _INVALID_INPUT, param="input")
     if any(len(ids) == 0 for ids in raw):
         raise ApiError(400, "'$.input' is invalid: token arrays must not be empty", param="input")
+    total = sum(len(ids) for ids in raw)
+    if total > max_tokens:
+        raise ApiError(400, f"too many tokens: {total}, limit max_request_tokens={max_tokens}", param="input",
+                       code="limit_exceeded")
     return EmbedRequest(model=body.model, inputs=raw, dimensions=body.dimensions, token_ids=True)
 
 
 @router.post("/embeddings", summary="Create embeddings (OpenAI)")
 async def create_embeddings(body: EmbeddingsBody, request: Request) -> Response:
-    internal = _to_request(body)
+    internal = _to_request(body, engine_of(request).settings.max_request_tokens)
     result = await until_disconnect(request, engine_of(request).embed(internal))
     note_for_access_log(request, internal, result)
     vectors = result.embeddings

@@ -132,3 +132,16 @@ def test_models_list_and_retrieve(client):
     assert client.get(f"/v1/models/{MODEL}").json()["id"] == MODEL
     assert_openai_error(client.get("/v1/models/nope"), 404, code="model_not_found")
     assert_openai_error(client.get("/v1/nothing-here"), 404)
+
+
+def test_huge_arrays_are_rejected_cheaply(client):
+    """Multi-megabyte inputs are refused without per-element validation errors (they once took gigabytes)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    err = assert_openai_error(create(client, input=[[1] * 1_000_000]), 400, param="input", code="limit_exceeded")
+    assert "max_request_tokens=300000" in err["message"]
+    assert_openai_error(create(client, input=["x", 1] * 500_000), 400, param="input")
+    assert_openai_error(create(client, input=[True, False]), 400, param="input")  # booleans are not token ids
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 500, f"peak RSS grew {grown_mb:.0f} MB"
