@@ -40,6 +40,9 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
         if not task.done():  # the client left, or this handler itself was cancelled
             task.cancel()
+            # cancel() only asks: let the task unwind (dropping its queued inputs) before looking at it,
+            # or task.result() below raises InvalidStateError and the departed client is logged as a 500.
+            await asyncio.wait({task})
     if task.cancelled():
         raise ClientGone()
     return task.result()

@@ -65,9 +65,15 @@ def is_openai(request: Request) -> bool:
     return request.url.path.startswith("/v1")
 
 
+def _printable(text: str | None) -> str | None:
+    """Text that JSON can carry: lone surrogates (from "\\ud800" escapes a client sent) shown escaped."""
+    return text if text is None or text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def render(request: Request, status: int, message: str, param: str | None = None, code: str | None = None,
            openai_type: str | None = None, headers: dict[str, str] | None = None):
     """The error response in the dialect of the route that was called."""
+    message, param = _printable(message), _printable(param)
     if is_openai(request):
         kind = openai_type or _STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
@@ -111,7 +117,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
-        return render(request, exc.status_code, message, headers=getattr(exc, "headers", None))
+        code = "request_too_large" if exc.status_code == 413 else None  # as BodyLimit's early refusal says
+        return render(request, exc.status_code, message, code=code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, exc: ClientGone):

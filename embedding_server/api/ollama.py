@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from .. import __version__
 from ..engine.types import EmbedRequest
@@ -15,9 +15,10 @@ from .common import engine_of, note_for_access_log, require_api_key, until_disco
 from .errors import ApiError
 from .models_info import describe_all, describe_loaded, describe_one
 from .responses import json_response
+from .schemas import OLLAMA_ERRORS, OllamaEmbeddingsResponse, OllamaEmbedResponse
 
-router = APIRouter()
-protected = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(responses=OLLAMA_ERRORS)
+protected = APIRouter(dependencies=[Depends(require_api_key)], responses=OLLAMA_ERRORS)
 
 
 class EmbedBody(BaseModel):
@@ -27,7 +28,7 @@ class EmbedBody(BaseModel):
     model: str | None = None
     input: Any = Field(None, description="A string or a list of strings.")
     truncate: bool | None = True
-    dimensions: int | None = None
+    dimensions: StrictInt | None = None
     options: dict[str, Any] | None = None
     keep_alive: Any = None
 
@@ -66,7 +67,7 @@ def _inputs(raw: Any) -> list[str]:
     raise ApiError(400, "invalid input type", param="input")
 
 
-@protected.post("/api/embed", summary="Embed one or more texts (Ollama)")
+@protected.post("/api/embed", summary="Embed one or more texts (Ollama)", response_model=OllamaEmbedResponse)
 async def embed(body: EmbedBody, request: Request) -> Response:
     started = time.perf_counter_ns()
     internal = EmbedRequest(
@@ -86,7 +87,8 @@ async def embed(body: EmbedBody, request: Request) -> Response:
     })
 
 
-@protected.post("/api/embeddings", summary="Embed one prompt (legacy Ollama)")
+@protected.post("/api/embeddings", summary="Embed one prompt (legacy Ollama)",
+                response_model=OllamaEmbeddingsResponse)
 async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
     internal = EmbedRequest(model=_model_name(body.model), inputs=[body.prompt] if body.prompt else [])
     result = await until_disconnect(request, engine_of(request).embed(internal))

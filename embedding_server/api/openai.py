@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, Union
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, WithJsonSchema
 
 from ..engine.errors import ModelUnavailable
 from ..engine.types import EmbedRequest
@@ -14,8 +14,9 @@ from .common import engine_of, note_for_access_log, require_api_key, until_disco
 from .errors import ApiError
 from .models_info import openai_models
 from .responses import float32_base64, json_response
+from .schemas import OPENAI_ERRORS, OpenAIEmbeddingsResponse, OpenAIModel, OpenAIModelList
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=OPENAI_ERRORS)
 
 OpenAIInput = Union[str, list[str], list[int], list[list[int]]]
 # Documented as OpenAI's union, but validated by hand (``_to_request``): pydantic's union validation of a
@@ -33,7 +34,7 @@ class EmbeddingsBody(BaseModel):
     input: Annotated[Any, WithJsonSchema(_INPUT_SCHEMA)] = Field(
         description="Text, texts, or token-id arrays (cl100k_base ids by default).")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: StrictInt | None = Field(None, ge=1)
     user: str | None = None
 
 
@@ -41,7 +42,7 @@ def _is_ids(value: Any) -> bool:
     return type(value) is list and all(type(i) is int for i in value)  # bool is not an id
 
 
-def _to_request(body: EmbeddingsBody, max_tokens: int) -> EmbedRequest:
+def _to_request(body: EmbeddingsBody, max_inputs: int, max_tokens: int) -> EmbedRequest:
     """Translate the OpenAI body into the engine's request (all the validation OpenAI does)."""
     raw = body.input
     if type(raw) is str:
@@ -50,6 +51,9 @@ def _to_request(body: EmbeddingsBody, max_tokens: int) -> EmbedRequest:
         raise ApiError(400, _INVALID_INPUT, param="input")
     if not raw:
         raise ApiError(400, "'$.input' is invalid: the input list must not be empty", param="input")
+    if type(raw[0]) is not int and len(raw) > max_inputs:  # before looking at millions of items
+        raise ApiError(400, f"too many inputs: {len(raw)}, limit max_inputs={max_inputs}", param="input",
+                       code="limit_exceeded")
     if all(type(x) is str for x in raw):
         if any(s == "" for s in raw):
             raise ApiError(400, "'$.input' is invalid: inputs must be non-empty strings", param="input")
@@ -67,9 +71,10 @@ def _to_request(body: EmbeddingsBody, max_tokens: int) -> EmbedRequest:
     return EmbedRequest(model=body.model, inputs=raw, dimensions=body.dimensions, token_ids=True)
 
 
-@router.post("/embeddings", summary="Create embeddings (OpenAI)")
+@router.post("/embeddings", summary="Create embeddings (OpenAI)", response_model=OpenAIEmbeddingsResponse)
 async def create_embeddings(body: EmbeddingsBody, request: Request) -> Response:
-    internal = _to_request(body, engine_of(request).settings.max_request_tokens)
+    settings = engine_of(request).settings
+    internal = _to_request(body, settings.max_inputs, settings.max_request_tokens)
     result = await until_disconnect(request, engine_of(request).embed(internal))
     note_for_access_log(request, internal, result)
     vectors = result.embeddings
@@ -81,12 +86,12 @@ async def create_embeddings(body: EmbeddingsBody, request: Request) -> Response:
     return json_response({"object": "list", "data": data, "model": body.model, "usage": usage})
 
 
-@router.get("/models", summary="List models (OpenAI)")
+@router.get("/models", summary="List models (OpenAI)", response_model=OpenAIModelList)
 async def list_models(request: Request) -> Response:
     return json_response({"object": "list", "data": openai_models(engine_of(request))})
 
 
-@router.get("/models/{model_id:path}", summary="Retrieve a model (OpenAI)")
+@router.get("/models/{model_id:path}", summary="Retrieve a model (OpenAI)", response_model=OpenAIModel)
 async def retrieve_model(model_id: str, request: Request) -> Response:
     for item in openai_models(engine_of(request)):
         if item["id"] == model_id:

@@ -7,11 +7,13 @@ from fastapi.responses import Response
 
 from .common import engine_of
 from .responses import json_response
+from .schemas import NOT_READY, Status
 
 router = APIRouter()
 
 
-@router.get("/health", summary="Liveness: default model loaded and its worker alive")
+@router.get("/health", summary="Liveness: default model loaded and its worker alive", response_model=Status,
+            responses=NOT_READY)
 async def health(request: Request) -> Response:
     engine = engine_of(request)
     if engine.healthy():
@@ -19,7 +21,8 @@ async def health(request: Request) -> Response:
     return json_response({"status": "loading" if not request.app.state.load_error else "failed"}, 503)
 
 
-@router.get("/ready", summary="Readiness: healthy and the last batch did not fail")
+@router.get("/ready", summary="Readiness: healthy and the last batch did not fail", response_model=Status,
+            responses=NOT_READY)
 async def ready(request: Request) -> Response:
     engine = engine_of(request)
     if engine.ready():

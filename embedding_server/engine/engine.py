@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -20,6 +21,9 @@ from .scheduler import CostModel
 from .worker import BatchStats, ModelWorker
 
 log = logging.getLogger(__name__)
+
+# JSON allows "\ud800" escapes; Python keeps such lone surrogates in str, and no tokenizer can encode them.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Engine:
@@ -129,6 +133,10 @@ class Engine:
             inputs = [decode_cl100k(ids) for ids in inputs]
         elif mode == "model":
             return [self._model_ids(encoder, ids, i, request.truncate) for i, ids in enumerate(inputs)]
+        bad = next((i for i, text in enumerate(inputs) if not text.isascii() and _LONE_SURROGATE.search(text)), None)
+        if bad is not None:
+            raise InvalidInput(f"input {bad} is not valid Unicode text (it holds a lone UTF-16 surrogate)",
+                               param="input")
         try:
             return encoder.tokenize(list(inputs), truncate=request.truncate)
         except InputTooLong as exc:

@@ -7,7 +7,9 @@ into L2-normalised float32 vectors. Both are synchronous and thread-compatible.
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +89,10 @@ class SentenceEncoder:
         self._wants_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
         self._template = self._special_template()
         self._clip_chars = max(4096, self.context_length * 16)  # texts longer than this tokenize from a prefix
+        # A fast tokenizer keeps its truncation settings (max_length) as state that every call resets: two
+        # threads sharing one can get each other's max_length (257 tokens for a 256 context). Each thread
+        # gets its own copy instead (a lock would make one huge input stall everyone's tokenization).
+        self._per_thread = threading.local()
         self.details = ModelDetails(
             architecture=self.info.architecture,
             dimension=int(self.model.config.hidden_size),
@@ -123,8 +129,15 @@ class SentenceEncoder:
     def _encode(self, texts: list[str], max_length: int) -> list[list[int]]:
         if not texts:
             return []
-        return self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length,
-                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        return self._thread_tokenizer()(texts, add_special_tokens=True, truncation=True, max_length=max_length,
+                                        return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+
+    def _thread_tokenizer(self):
+        """This thread's own copy of the tokenizer."""
+        tokenizer = getattr(self._per_thread, "tokenizer", None)
+        if tokenizer is None:
+            tokenizer = self._per_thread.tokenizer = copy.deepcopy(self.tokenizer)
+        return tokenizer
 
     def _tokenize_long(self, text: str, index: int, truncate: bool) -> list[int]:
         """Tokenize a huge text from a prefix: once the prefix alone overflows the context and doubling it

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -221,7 +221,7 @@ def connection_closed_by_peer(sock: socket.socket, wait: float) -> bool:
     sock.settimeout(wait)
     try:
         return sock.recv(1) == b""
-    except socket.timeout:
+    except TimeoutError:
         return False
     except OSError:
         return True
@@ -270,9 +270,7 @@ def wait_until(predicate, timeout: float, interval: float = 0.02, what: str = "c
         time.sleep(interval)
 
 
-_WORDS = ("river mountain engine signal library market window garden theory channel protocol harvest lantern "
-          "orbit pattern quartz ribbon summit thunder velvet whisper anchor beacon canvas dialect ember fabric "
-          "glacier harbor island jungle kernel ledger meadow needle oracle pepper quiver rocket saddle").split()
+_WORDS = ["river", "mountain", "engine", "signal", "library", "market", "window", "garden", "theory", "channel", "protocol", "harvest", "lantern", "orbit", "pattern", "quartz", "ribbon", "summit", "thunder", "velvet", "whisper", "anchor", "beacon", "canvas", "dialect", "ember", "fabric", "glacier", "harbor", "island", "jungle", "kernel", "ledger", "meadow", "needle", "oracle", "pepper", "quiver", "rocket", "saddle"]
 
 
 def sentences(n: int, words: int, tag: str, seed: int = 0) -> list[str]:
@@ -281,4 +279,3 @@ def sentences(n: int, words: int, tag: str, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(_WORDS, size=words)) + f" {tag}{i}" for i in range(n)]
 
 
-SURROGATE_RE = re.compile("[\ud800-\udfff]")

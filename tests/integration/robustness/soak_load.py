@@ -18,9 +18,9 @@ import statistics
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import numpy as np
@@ -28,9 +28,7 @@ import numpy as np
 MODEL = "all-minilm-l6-v2"
 ATOL = 1e-5
 
-_WORDS = ("river mountain engine signal library market window garden theory channel protocol harvest lantern "
-          "orbit pattern quartz ribbon summit thunder velvet whisper anchor beacon canvas dialect ember fabric "
-          "glacier harbor island jungle kernel ledger meadow needle oracle pepper quiver rocket saddle").split()
+_WORDS = ["river", "mountain", "engine", "signal", "library", "market", "window", "garden", "theory", "channel", "protocol", "harvest", "lantern", "orbit", "pattern", "quartz", "ribbon", "summit", "thunder", "velvet", "whisper", "anchor", "beacon", "canvas", "dialect", "ember", "fabric", "glacier", "harbor", "island", "jungle", "kernel", "ledger", "meadow", "needle", "oracle", "pepper", "quiver", "rocket", "saddle"]
 _ODD = ["🚀 emoji 🔥", "日本語のテキスト", "שלום עולם", "مرحبا بالعالم", "Ünïcödé", " ", "a\u0000b", "[CLS] [SEP]"]
 
 
@@ -255,7 +253,6 @@ class Client:
         with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
             sock.sendall(head + body)
             time.sleep(self.rng.random() * 0.2)
-        return None
 
     # ----- loop -------------------------------------------------------------------------------------
     def run(self, deadline: float) -> None:
@@ -348,13 +345,13 @@ class Report:
     def lines(self) -> list[str]:
         lat = sorted(self.stats.latencies) or [0.0]
         by_status = dict(sorted(self.stats.statuses.items(), key=lambda kv: str(kv[0])))
-        out = [f"{self.total} requests in {self.seconds:.1f}s from {self.clients} clients = "
+        out = [(f"{self.total} requests in {self.seconds:.1f}s from {self.clients} clients = "
                f"{self.total / self.seconds:.1f} req/s; latency p50 {lat[len(lat) // 2] * 1000:.0f} ms, "
-               f"p99 {lat[int(len(lat) * 0.99)] * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms",
+               f"p99 {lat[int(len(lat) * 0.99)] * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms"),
                f"by kind: {dict(sorted(self.stats.requests.items()))}",
                f"by status: {by_status}",
-               f"problems (lost or mismatched): {sum(self.stats.problem_count.values())} "
-               f"{dict(self.stats.problem_count)}"]
+               (f"problems (lost or mismatched): {sum(self.stats.problem_count.values())} "
+               f"{dict(self.stats.problem_count)}")]
         if self.rss_start is not None:
             out.append(f"server RSS MB: start {self.rss_start:.0f}, half-time {self.rss_mid:.0f}, end {self.rss_end:.0f}, "
                        f"peak {self.rss_peak:.0f}; second-half growth {self.second_half_growth:+.1f} MB")
@@ -376,7 +373,7 @@ def run_load(base: str, exp: Expected, seconds: float = 60.0, clients: int = 12,
             t.join(seconds + 300)
         elapsed = time.monotonic() - started
         time.sleep(1.0)  # one more sample after the last answers
-    med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+    med = lambda xs: statistics.median(xs) if xs else None
     all_mb = [mb for _, mb in rss.samples]
     return Report(elapsed, clients, stats, med(rss.window(0.0, 0.05)), med(rss.window(0.45, 0.55)),
                   med(rss.window(0.95, 1.0)), max(all_mb) if all_mb else None)

@@ -11,16 +11,32 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
 from tests.integration.robustness.robustness_support import (
-    DIM, JSON_HEADERS, LEGACY, MODEL, OLLAMA, OPENAI, assert_error, assert_ollama_error, assert_openai_error,
-    assert_serving, assert_unit_vectors, embed_body, jbytes, live_server, raw_exchange, http_request, server_errors,
+    DIM,
+    JSON_HEADERS,
+    LEGACY,
+    MODEL,
+    OLLAMA,
+    OPENAI,
+    assert_error,
+    assert_ollama_error,
+    assert_openai_error,
+    assert_serving,
+    assert_unit_vectors,
+    embed_body,
+    http_request,
+    jbytes,
+    live_server,
+    raw_exchange,
+    server_errors,
     vectors_of,
 )
 
@@ -252,7 +268,7 @@ def build_cases() -> list[Case]:
                        ("in_list", '["fine", "\\udbff"]')]:
         C += both(f"lone_surrogate_{name}",
                   lambda p, t=text: raw('{"model": "MODEL", "input": ' + t + ', "prompt": ' + t + "}"),
-                  400, 400, 400 if not name == "in_list" else None, openai_param="input")
+                  400, 400, 400 if name != "in_list" else None, openai_param="input")
     C += both("lone_surrogate_in_model_name", lambda p: raw('{"model": "\\ud800", "input": "x", "prompt": "x"}'),
               404, 404, 404, openai_param="model", openai_code="model_not_found")
     C.append(Case("lone_surrogate_in_show", "/api/show", raw('{"model": "\\ud800"}'), 404))
@@ -323,7 +339,8 @@ def test_five_megabyte_string_is_truncated_fast(path, server, http):
 
 def test_five_megabyte_single_word_does_not_block_others(server):
     """5 MB without whitespace is one [UNK] word for BERT's WordPiece: 200 and the [UNK] vector. The
-    tokenizer has to read all of it (seconds of CPU), but other clients are answered meanwhile."""
+    tokenizer has to read all of it (seconds of CPU), but other clients are answered meanwhile, each in
+    less than half that time."""
     word = "a" * 5_000_000
     result: dict[str, Any] = {}
 
@@ -349,7 +366,9 @@ def test_five_megabyte_single_word_does_not_block_others(server):
     assert np.allclose(r.json()["embeddings"], unk.json()["embeddings"], atol=1e-5)
     print(f"\n[5MB one word] {result['seconds']:.2f}s; {len(latencies)} normal requests meanwhile, "
           f"slowest {max(latencies, default=0):.2f}s")
-    assert max(latencies, default=0) < 10.0
+    # Nobody waits for that tokenization: other requests go through the other tokenizer thread.
+    assert len(latencies) >= 3, "other clients were not served while the big word was tokenized"
+    assert max(latencies) < 0.5 * result["seconds"], latencies
 
 
 @pytest.mark.parametrize("path", [OLLAMA, OPENAI, LEGACY])

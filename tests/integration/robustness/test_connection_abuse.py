@@ -12,8 +12,21 @@ import httpx
 import pytest
 
 from tests.integration.robustness.robustness_support import (
-    JSON_HEADERS, MODEL, OLLAMA, OPENAI, assert_serving, connection_closed_by_peer, http_request, inputs_embedded,
-    jbytes, live_server, queue_depth, read_response, scrape, sentences, server_errors, wait_until,
+    JSON_HEADERS,
+    MODEL,
+    OLLAMA,
+    OPENAI,
+    assert_serving,
+    http_request,
+    inputs_embedded,
+    jbytes,
+    live_server,
+    queue_depth,
+    read_response,
+    scrape,
+    sentences,
+    server_errors,
+    wait_until,
 )
 
 MAX_BATCH = 32  # EMBED_MAX_BATCH_SIZE default: the most inputs one forward pass can hold

@@ -9,15 +9,24 @@ against any server for as long as wanted.
 from __future__ import annotations
 
 import os
+import threading
+import time
 
+import httpx
 import pytest
 
-from tests.integration.robustness.robustness_support import assert_serving, live_server, server_errors
+from tests.integration.robustness.robustness_support import (
+    MODEL,
+    assert_serving,
+    live_server,
+    server_errors,
+)
 from tests.integration.robustness.soak_load import expected_for, run_load, text_pool
 
 SECONDS = float(os.environ.get("ROBUSTNESS_SOAK_SECONDS", "60"))
 CLIENTS = int(os.environ.get("ROBUSTNESS_SOAK_CLIENTS", "12"))
 MAX_SECOND_HALF_GROWTH_MB = 50.0
+DURATION_TOKENIZER_STRESS = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +47,43 @@ def test_mixed_load_soak(server):
     assert report.second_half_growth is not None and report.second_half_growth < MAX_SECOND_HALF_GROWTH_MB
     assert server.alive()
     assert_serving(server)
+
+
+@pytest.fixture(scope="module")
+def counting_server(tmp_path_factory):
+    """max_request_tokens=256: two over-long texts are tokenized (twice: at 257 tokens to see they are too
+    long, then at 256) and refused with their exact token count, without any forward pass."""
+    with live_server(tmp_path_factory, "token-count", env={"EMBED_MAX_REQUEST_TOKENS": "256"}) as s:
+        yield s
+
+
+def test_concurrent_tokenization_keeps_inputs_at_the_context_length(counting_server):
+    """Two tokenizer threads serve all requests, and a fast tokenizer's truncation length is shared state
+    that every call resets. Many small requests tokenized concurrently must each count exactly 2 x 256
+    tokens (unguarded, one thread's 257 leaks into the other's second pass: the text is then embedded with
+    257 tokens, a different vector, as the soak saw)."""
+    server = counting_server
+    expected = "400 too many tokens: 512, limit max_request_tokens=256"
+    stop = time.monotonic() + DURATION_TOKENIZER_STRESS
+    answers: list[str] = []
+
+    def client(k: int):
+        with httpx.Client(timeout=120) as c:
+            i = 0
+            while time.monotonic() < stop:
+                texts = [f"{k}-{i}-{j} " + "lantern orbit harbor meadow glacier " * 80 for j in range(2)]
+                r = c.post(server.base + "/api/embed", json={"model": MODEL, "input": texts})
+                answers.append(f"{r.status_code} {r.json().get('error')}")
+                i += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wrong = [a for a in answers if a != expected]
+    print(f"\n[tokenizer race] {len(answers)} concurrent requests, {len(wrong)} with a wrong count: {wrong[:3]}")
+    assert len(answers) >= 50
+    assert not wrong
+    one = httpx.post(server.base + "/api/embed", json={"model": MODEL, "input": ["lantern " * 400]}, timeout=60)
+    assert one.status_code == 200 and one.json()["prompt_eval_count"] == 256

@@ -16,9 +16,24 @@ import openai
 import pytest
 
 from tests.integration.robustness.robustness_support import (
-    JSON_HEADERS, LEGACY, MODEL, OLLAMA, OPENAI, PROBE_TEXT, assert_ollama_error, assert_openai_error,
-    assert_serving, embed_body, http_request, jbytes, live_server, queue_depth, reference_vector, sentences,
-    server_errors, wait_until,
+    JSON_HEADERS,
+    LEGACY,
+    MODEL,
+    OLLAMA,
+    OPENAI,
+    PROBE_TEXT,
+    assert_ollama_error,
+    assert_openai_error,
+    assert_serving,
+    embed_body,
+    http_request,
+    jbytes,
+    live_server,
+    queue_depth,
+    reference_vector,
+    sentences,
+    server_errors,
+    wait_until,
 )
 
 MAX_QUEUED = 64
@@ -104,17 +119,19 @@ def test_openai_client_default_retries_succeed_once_the_backlog_clears(server):
     when the first 429 is seen (its client leaves, so the engine drops its queued inputs): the retry must
     then succeed, with the right vector, well within the client's default retry budget."""
     statuses: list[int] = []
-    backlog: Backlog | None = None
+    backlogs: list[Backlog] = []
 
     def on_response(response):
         statuses.append(response.status_code)
-        if response.status_code == 429 and backlog is not None:
-            backlog.release()
+        if response.status_code == 429:
+            for backlog in backlogs:
+                backlog.release()
 
     http_client = openai.DefaultHttpxClient(event_hooks={"response": [on_response]})
     client = openai.OpenAI(base_url=server.base + "/v1", api_key="unused", http_client=http_client)
     assert client.max_retries == 2  # the library default, untouched
     with Backlog(server) as backlog:
+        backlogs.append(backlog)
         started = time.perf_counter()
         result = client.embeddings.create(model=MODEL, input=[PROBE_TEXT])
         seconds = time.perf_counter() - started
@@ -127,9 +144,8 @@ def test_openai_client_default_retries_succeed_once_the_backlog_clears(server):
 
 def test_openai_client_without_retries_sees_rate_limit_error(server):
     client = openai.OpenAI(base_url=server.base + "/v1", api_key="unused", max_retries=0)
-    with Backlog(server):
-        with pytest.raises(openai.RateLimitError) as caught:
-            client.embeddings.create(model=MODEL, input=["x"])
+    with Backlog(server), pytest.raises(openai.RateLimitError) as caught:
+        client.embeddings.create(model=MODEL, input=["x"])
     assert caught.value.status_code == 429
     assert caught.value.code == "server_busy"
     assert_serving(server)
@@ -137,9 +153,8 @@ def test_openai_client_without_retries_sees_rate_limit_error(server):
 
 def test_ollama_client_surfaces_server_busy(server):
     client = ollama.Client(host=server.base)
-    with Backlog(server):
-        with pytest.raises(ollama.ResponseError) as caught:
-            client.embed(model=MODEL, input=["x"])
+    with Backlog(server), pytest.raises(ollama.ResponseError) as caught:
+        client.embed(model=MODEL, input=["x"])
     assert caught.value.status_code == 503 and caught.value.error.startswith("server busy")
     assert_serving(server)
 

@@ -21,11 +21,19 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
-    content_type_conformance, negative_data_rejection, response_headers_conformance, response_schema_conformance,
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
     status_code_conformance,
 )
 
-from tests.integration.robustness.robustness_support import MODEL, assert_serving, live_server, server_errors
+from tests.integration.robustness.robustness_support import (
+    MODEL,
+    assert_serving,
+    live_server,
+    server_errors,
+)
 
 FUZZ_EXAMPLES = int(os.environ.get("ROBUSTNESS_FUZZ_EXAMPLES", "50"))
 RANDOM = os.environ.get("ROBUSTNESS_FUZZ_RANDOM") == "1"
@@ -77,19 +85,64 @@ def steer_to_the_model(case, counter: int) -> None:
             body.pop("dimensions", None)
 
 
+class Tally:
+    """What the fuzz run saw: cases per (operation, mode), statuses per operation, failure messages."""
+
+    def __init__(self):
+        self.cases: Counter = Counter()
+        self.statuses: dict[str, Counter] = defaultdict(Counter)
+        self.failures: dict[str, list[str]] = defaultdict(list)
+
+
+def fuzz_operation(operation, label: str, mode: GenerationMode, checks: list, base: str,
+                   session: requests.Session, tally: Tally) -> None:
+    """FUZZ_EXAMPLES generated cases of one operation in one mode; failures are collected, not raised."""
+    try:
+        strategy = operation.as_strategy(generation_mode=mode)
+    except Exception as exc:  # noqa: BLE001 - e.g. nothing can be made invalid
+        if mode == GenerationMode.POSITIVE:
+            tally.failures[f"{label} strategy"].append(repr(exc))
+        return
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=not RANDOM,
+              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+    @given(case=strategy)
+    def run(case):
+        n = tally.cases[(label, mode.value)]
+        tally.cases[(label, mode.value)] += 1
+        if mode == GenerationMode.POSITIVE:
+            steer_to_the_model(case, n)
+        try:
+            response = case.call(base_url=base, session=session, timeout=120)
+        except requests.RequestException as exc:
+            tally.failures[label].append(f"{mode.value}: transport error {exc!r} for {case.body!r:.200}")
+            return
+        tally.statuses[label][response.status_code] += 1
+        try:
+            case.validate_response(response, checks=checks)
+        except AssertionError as exc:
+            tally.failures[label].append(f"{mode.value}: {str(exc).strip()[:600]}")
+        try:
+            dialect_error_shape(response, case)
+        except (AssertionError, ValueError) as exc:
+            tally.failures[label].append(f"{mode.value}: dialect shape: {exc} for {case.body!r:.200}")
+
+    try:
+        run()
+    except Unsatisfiable:  # nothing in this operation can be made invalid (a GET without parameters)
+        if mode == GenerationMode.POSITIVE:
+            tally.failures[label].append("positive: no case could be generated")
+
+
 def test_fuzz_openapi_operations(server):
     schema = schemathesis.openapi.from_url(server.base + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert operations, "the spec lists no operations"
     session = requests.Session()
     session.trust_env = False  # no proxies: loopback only
-
-    cases: Counter = Counter()
-    statuses: dict[str, Counter] = defaultdict(Counter)
-    failures: dict[str, list[str]] = defaultdict(list)
+    tally = Tally()
     unchecked_status: list[str] = []
     started = time.monotonic()
-
     for operation in operations:
         label = f"{operation.method.upper()} {operation.path}"
         checks = [not_a_server_error, content_type_conformance, response_headers_conformance,
@@ -98,50 +151,17 @@ def test_fuzz_openapi_operations(server):
             checks.append(status_code_conformance)
         else:
             unchecked_status.append(label)
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            mode_checks = checks + ([negative_data_rejection] if mode == GenerationMode.NEGATIVE else [])
-            try:
-                strategy = operation.as_strategy(generation_mode=mode)
-            except Exception as exc:  # noqa: BLE001 - e.g. nothing can be made invalid (GETs without params)
-                if mode == GenerationMode.POSITIVE:
-                    failures[f"{label} strategy"].append(repr(exc))
-                continue
-
-            @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=not RANDOM,
-                      suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
-            @given(case=strategy)
-            def run(case):
-                n = cases[(label, mode.value)]
-                cases[(label, mode.value)] += 1
-                if mode == GenerationMode.POSITIVE:
-                    steer_to_the_model(case, n)
-                try:
-                    response = case.call(base_url=server.base, session=session, timeout=120)
-                except requests.RequestException as exc:
-                    failures[label].append(f"{mode.value}: transport error {exc!r} for {case.body!r:.200}")
-                    return
-                statuses[label][response.status_code] += 1
-                try:
-                    case.validate_response(response, checks=mode_checks)
-                except AssertionError as exc:
-                    failures[label].append(f"{mode.value}: {str(exc).strip()[:600]}")
-                try:
-                    dialect_error_shape(response, case)
-                except (AssertionError, ValueError) as exc:
-                    failures[label].append(f"{mode.value}: dialect shape: {exc} for {case.body!r:.200}")
-
-            try:
-                run()
-            except Unsatisfiable:  # nothing in this operation can be made invalid (a GET without parameters)
-                if mode == GenerationMode.POSITIVE:
-                    failures[label].append("positive: no case could be generated")
+        fuzz_operation(operation, label, GenerationMode.POSITIVE, checks, server.base, session, tally)
+        fuzz_operation(operation, label, GenerationMode.NEGATIVE, [*checks, negative_data_rejection], server.base,
+                       session, tally)
 
     seconds = time.monotonic() - started
+    cases, statuses, failures = tally.cases, tally.statuses, tally.failures
     total = sum(cases.values())
     print(f"\n[fuzz] {total} cases over {len(operations)} operations in {seconds:.1f}s "
           f"({FUZZ_EXAMPLES} max per operation and mode, {'random' if RANDOM else 'derandomized'})")
     for label in sorted(statuses):
-        print(f"  {label:32s} {sum(v for (l, _), v in cases.items() if l == label):4d} cases  "
+        print(f"  {label:32s} {sum(v for (op, _), v in cases.items() if op == label):4d} cases  "
               f"statuses {dict(sorted(statuses[label].items()))}")
     if unchecked_status:
         print(f"  status_code_conformance skipped (the spec declares no error statuses): {', '.join(unchecked_status)}")

@@ -1,0 +1,81 @@
+"""Response shapes for the OpenAPI document only (routes return orjson Responses, never validated).
+
+Declaring them lets the spec say what the server really answers, errors included: each dialect's error
+shape under "4XX"/"5XX" (which also stops FastAPI from advertising a 422 the server never sends).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import BaseModel
+
+
+class OllamaError(BaseModel):
+    error: str
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    error: OpenAIErrorDetail
+
+
+OLLAMA_ERRORS = {"4XX": {"model": OllamaError, "description": "Client error (Ollama shape)"},
+                 "5XX": {"model": OllamaError, "description": "Server error or busy (Ollama shape)"}}
+OPENAI_ERRORS = {"4XX": {"model": OpenAIError, "description": "Client error or busy (OpenAI shape)"},
+                 "5XX": {"model": OpenAIError, "description": "Server error (OpenAI shape)"}}
+
+
+class OllamaEmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+
+
+class OllamaEmbeddingsResponse(BaseModel):
+    embedding: list[float]
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: Union[list[float], str]
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingsResponse(BaseModel):
+    object: Literal["list"]
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"]
+    data: list[OpenAIModel]
+
+
+class Status(BaseModel):
+    status: str
+
+
+NOT_READY = {503: {"model": Status, "description": "Not (yet) healthy or ready"}}
