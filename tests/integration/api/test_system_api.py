@@ -162,3 +162,15 @@ def test_concurrent_requests_get_their_own_vectors(client):
 
     got = np.array(client.portal.call(scenario))
     assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_cors_closed_by_default_and_configurable(client, make_client, tiny_models_dir):
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    r = client.options("/v1/embeddings", headers=preflight)
+    assert "access-control-allow-origin" not in r.headers
+    assert "access-control-allow-origin" not in client.get("/v1/models", headers={"Origin": "https://app.example"}).headers
+    c = make_client(models_dir=tiny_models_dir, model="tiny-bert", cors_origins="https://app.example")
+    r = c.options("/v1/embeddings", headers=preflight)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
+    other = c.options("/v1/embeddings", headers={**preflight, "Origin": "https://evil.example"})
+    assert other.headers.get("access-control-allow-origin") != "https://evil.example"
