@@ -36,7 +36,6 @@ class Engine:
         self.on_load: Callable[[str, float], None] | None = None
         self._encoder_factory = encoder_factory or self._load_encoder
         self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize")
-        self.started_at = time.time()
 
     # ----- lifecycle -------------------------------------------------------------------
     def _load_encoder(self, entry: ModelEntry) -> SentenceEncoder:
