@@ -1,0 +1,32 @@
+"""Live servers shared by the bad-request modules (test_bad_requests.py, test_oversized_requests.py)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.integration.robustness.robustness_support import live_server, server_errors
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def bad_server(tmp_path_factory):
+    with live_server(tmp_path_factory, "bad-requests") as s:
+        yield s
+        errors = server_errors(s.base)
+        print(f"\n[bad-requests] server-side 5xx counts: {errors or 'none'}")
+
+
+@pytest.fixture(scope="module")
+def small_body_server(tmp_path_factory):
+    """Body limit 4 MiB: a 5 MB string must be refused with 413."""
+    with live_server(tmp_path_factory, "small-body", env={"EMBED_MAX_BODY_BYTES": str(4 * MIB)}) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def http(bad_server):
+    """One kept-alive client for the module: a bad request must not spoil the connection for the next."""
+    with httpx.Client(timeout=180) as c:
+        yield c
