@@ -37,10 +37,10 @@ def check_default_model(settings: Settings) -> str | None:
     scan_log = logging.getLogger("embedding_server.engine.registry")
     was_disabled, scan_log.disabled = scan_log.disabled, True
     try:
-        entries = discover(settings.models_dir, settings.model)
+        entries = discover(settings.models_dir)
     finally:
         scan_log.disabled = was_disabled
-    registry = ModelRegistry(entries, settings.aliases, settings.model)
+    registry = ModelRegistry(entries, settings.aliases)
     try:
         entry = registry.resolve(settings.model)
     except ModelNotFound:

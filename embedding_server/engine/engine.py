@@ -31,7 +31,7 @@ class Engine:
 
     def __init__(self, settings: Settings, encoder_factory: Callable[[ModelEntry], object] | None = None):
         self.settings = settings
-        self.registry = ModelRegistry(discover(settings.models_dir, settings.model), settings.aliases, settings.model)
+        self.registry = ModelRegistry(discover(settings.models_dir), settings.aliases)
         self.on_batch: Callable[[str, BatchStats], None] | None = None  # observers, e.g. metrics
         self.on_load: Callable[[str, float], None] | None = None
         self._encoder_factory = encoder_factory or self._load_encoder

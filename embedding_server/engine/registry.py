@@ -45,7 +45,7 @@ class ModelEntry:
         return self.worker is not None
 
 
-def discover(models_dir: Path, default: str) -> dict[str, ModelEntry]:
+def discover(models_dir: Path) -> dict[str, ModelEntry]:
     """Scan ``models_dir``: every subfolder is a model named after it.
 
     Folders that cannot be served are kept with their error (one line logged for each).
@@ -70,8 +70,8 @@ def discover(models_dir: Path, default: str) -> dict[str, ModelEntry]:
 class ModelRegistry:
     """Resolves names (``name``, ``name:latest``, aliases) and loads models once."""
 
-    def __init__(self, entries: dict[str, ModelEntry], aliases: dict[str, str], default: str):
-        self.entries, self.aliases, self.default = entries, aliases, default
+    def __init__(self, entries: dict[str, ModelEntry], aliases: dict[str, str]):
+        self.entries, self.aliases = entries, aliases
 
     def resolve(self, name: str) -> ModelEntry:
         """The entry a client's model string names; ModelNotFound otherwise."""

@@ -43,7 +43,7 @@ def no_embedded(monkeypatch):
 
 
 def test_discover_subfolders(models, no_embedded):
-    entries = discover(models, "alpha")
+    entries = discover(models)
     assert sorted(entries) == ["Beta", "alpha", "broken"]
     assert entries["alpha"].path == models / "alpha"
     assert entries["alpha"].error is None
@@ -52,7 +52,7 @@ def test_discover_subfolders(models, no_embedded):
 
 def test_broken_folder_kept_with_error_and_logged(models, no_embedded, caplog):
     with caplog.at_level(logging.ERROR, logger=reg.__name__):
-        entries = discover(models, "alpha")
+        entries = discover(models)
     error = entries["broken"].error
     assert error and "missing config.json" in error and str(models / "broken") in error
     logged = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -61,25 +61,25 @@ def test_broken_folder_kept_with_error_and_logged(models, no_embedded, caplog):
 
 
 def test_missing_models_dir(tmp_path, no_embedded):
-    assert discover(tmp_path / "does-not-exist", "x") == {}
+    assert discover(tmp_path / "does-not-exist") == {}
 
 
 def test_embedded_model_added_when_installed(models):
     expected = minilm_path()
     assert reg.embedded_model_path() == expected
-    entries = discover(models, EMBEDDED_MODEL_NAME)
+    entries = discover(models)
     assert entries[EMBEDDED_MODEL_NAME].path == expected
     assert entries[EMBEDDED_MODEL_NAME].error is None
     assert {"alpha", "Beta", "broken"} <= set(entries)
 
 
 def test_embedded_model_absent_when_package_missing(models, no_embedded):
-    assert EMBEDDED_MODEL_NAME not in discover(models, EMBEDDED_MODEL_NAME)
+    assert EMBEDDED_MODEL_NAME not in discover(models)
 
 
 def test_folder_shadows_embedded_model(models):
     own = fake_model(models / EMBEDDED_MODEL_NAME)
-    entries = discover(models, EMBEDDED_MODEL_NAME)
+    entries = discover(models)
     assert entries[EMBEDDED_MODEL_NAME].path == own
 
 
@@ -94,7 +94,7 @@ def test_embedded_model_path_without_package(monkeypatch):
 @pytest.fixture
 def registry(models, no_embedded) -> ModelRegistry:
     aliases = {"text-embedding-3-small": "alpha", "Big": "Beta", "dangling": "nowhere"}
-    return ModelRegistry(discover(models, "alpha"), aliases, "alpha")
+    return ModelRegistry(discover(models), aliases)
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_resolve_unknown(registry, name):
 # ----- ensure_loaded ---------------------------------------------------------------------
 def test_ensure_loaded_runs_load_once_for_concurrent_callers(tmp_path):
     entry = ModelEntry("m", tmp_path)
-    registry = ModelRegistry({"m": entry}, {}, "m")
+    registry = ModelRegistry({"m": entry}, {})
     calls: list[str] = []
 
     def load(e: ModelEntry) -> None:
@@ -149,7 +149,7 @@ def test_ensure_loaded_runs_load_once_for_concurrent_callers(tmp_path):
 
 def test_ensure_loaded_refuses_entry_with_error(tmp_path):
     entry = ModelEntry("m", tmp_path, error="m: missing config.json")
-    registry = ModelRegistry({"m": entry}, {}, "m")
+    registry = ModelRegistry({"m": entry}, {})
 
     def load(e):
         raise AssertionError("must not be called")
@@ -160,7 +160,7 @@ def test_ensure_loaded_refuses_entry_with_error(tmp_path):
 
 def test_ensure_loaded_records_load_failure(tmp_path, caplog):
     entry = ModelEntry("m", tmp_path)
-    registry = ModelRegistry({"m": entry}, {}, "m")
+    registry = ModelRegistry({"m": entry}, {})
     calls = []
 
     def load(e):
