@@ -5,6 +5,9 @@
   L2 normalise. This is the compute limit the server's bulk throughput is compared with.
 * `raw_single`: the same pipeline on one sentence, repeated (p50/p95 ms).
 * `st_bulk`: sentence-transformers `encode(batch_size=32, normalize_embeddings=True)`.
+* `engine_references` (diagnostic): this service's own model layer (`SentenceEncoder`, the
+  padding-free forward) in-process, so the server's own overhead can be read apart from
+  the forward's speed.
 
 Run these while no server is computing: they share the CPU cores with it.
 """
@@ -107,6 +110,33 @@ def raw_references(folder: str | Path, texts: list[str], query: str, threads: in
     query_vec = m.embed([query])[0].tolist()
     return {"bulk": bulk, "bulk_unsorted": unsorted, "single": single,
             "query_embedding": query_vec}
+
+
+def engine_references(folder: str | Path, texts: list[str], query: str, threads: int,
+                      single_reps: int = 200, measure=_plain) -> dict:
+    """SentenceEncoder in-process: batches of 32 in request order, and one sentence (p50/p95)."""
+    from embedding_server.model.encoder import SentenceEncoder
+
+    enc = SentenceEncoder(Path(folder), num_threads=threads)
+    enc.embed(enc.tokenize(texts[:32]))  # warm-up
+
+    def bulk() -> dict:
+        t0 = time.perf_counter()
+        for s in range(0, len(texts), 32):
+            enc.embed(sorted(enc.tokenize(texts[s : s + 32]), key=len))
+        return {"sentences_per_s": len(texts) / (time.perf_counter() - t0)}
+
+    def single() -> dict:
+        for _ in range(10):
+            enc.embed(enc.tokenize([query]))
+        lat = []
+        for _ in range(single_reps):
+            t0 = time.perf_counter()
+            enc.embed(enc.tokenize([query]))
+            lat.append((time.perf_counter() - t0) * 1e3)
+        return {"p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95), "n": single_reps}
+
+    return {"padding_free": enc.padding_free, "bulk": measure(bulk), "single": measure(single)}
 
 
 def st_reference(folder: str | Path, texts: list[str], threads: int, measure=_plain) -> dict:

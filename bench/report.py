@@ -77,6 +77,32 @@ def _sps(v: float | None) -> str:
     return "skipped" if v is None else f"{v:.1f} sentences/s"
 
 
+def _engine_rows(engine: dict | None) -> list[tuple[str, str, dict]]:
+    if not engine:
+        return []
+    forward = "padding-free forward" if engine["padding_free"] else "transformers forward"
+    return [
+        (f"Diagnostic: this service's model layer in-process ({forward}), batches of 32 in request order",
+         f"{engine['bulk']['sentences_per_s']:.1f} sentences/s", engine["bulk"]),
+        ("Diagnostic: this service's model layer in-process, one sentence (p50 / p95)",
+         f"{engine['single']['p50_ms']:.1f} / {engine['single']['p95_ms']:.1f} ms", engine["single"]),
+    ]
+
+
+def diagnostics(r: dict) -> list[str]:
+    """Ratios that separate the server's own overhead from the forward's speed (not targets)."""
+    engine, srv = r["reference"].get("engine"), r["server"]
+    if not engine:
+        return []
+    return [
+        f"server bulk 1 client / same model layer in-process: "
+        f"{srv['bulk_1']['sentences_per_s'] / engine['bulk']['sentences_per_s']:.2f}x",
+        f"server single p50 / same model layer in-process: "
+        f"{srv['single']['p50_ms'] / engine['single']['p50_ms']:.2f}x "
+        f"(+{srv['single']['p50_ms'] - engine['single']['p50_ms']:.1f} ms)",
+    ]
+
+
 def markdown(r: dict) -> str:
     m, ref, srv, cfg = r["machine"], r["reference"], r["server"], r["config"]
     raw, fair = ref["raw"], srv["fairness"]
@@ -99,6 +125,7 @@ def markdown(r: dict) -> str:
          _sps(ref["st"]["sentences_per_s"]), ref["st"]),
         ("Reference: one sentence in-process, tokenise+forward+pool (p50 / p95)",
          f"{raw['single']['p50_ms']:.1f} / {raw['single']['p95_ms']:.1f} ms", raw["single"]),
+        *_engine_rows(ref.get("engine")),
         ("Reference: one full batch of 32 (median / max over the sorted batches)",
          f"{raw['bulk']['batch_ms_median']:.0f} / {raw['bulk']['batch_ms_max']:.0f} ms", raw["bulk"]),
         ("Bulk, 32 inputs/request, 1 client", f"{srv['bulk_1']['sentences_per_s']:.1f} sentences/s",
@@ -133,6 +160,8 @@ def markdown(r: dict) -> str:
     for t in r["targets"]:
         lines.append(f"| {t['target']} | {_fmt(t['measured'], t['unit'])} | {t['op']} "
                      f"{_fmt(t['threshold'], t['unit'])} | {'PASS' if t['pass'] else 'FAIL'}{' (noisy)' if t['noisy'] else ''} |")
+    if diagnostics(r):
+        lines += ["", "Server overhead (diagnostic, not targets): " + "; ".join(diagnostics(r)) + "."]
     if r.get("cpu_cores"):
         o = r["cpu_cores"]
         s = o["server"]
@@ -163,6 +192,7 @@ def chart(r: dict, path: Path) -> None:
         "raw forward (in-process)": ref["raw"]["bulk"]["sentences_per_s"],
         "raw forward, request order": ref["raw"]["bulk_unsorted"]["sentences_per_s"],
         "sentence-transformers": ref["st"]["sentences_per_s"],
+        "model layer in-process, request order": (ref.get("engine") or {}).get("bulk", {}).get("sentences_per_s"),
         "server bulk, 1 client": srv["bulk_1"]["sentences_per_s"],
         "server bulk, 4 clients": srv["bulk_4"]["sentences_per_s"],
         "server 8 clients x 1 sentence": srv["concurrent"]["sentences_per_s"],
@@ -178,7 +208,7 @@ def chart(r: dict, path: Path) -> None:
     }
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8))
     for ax, data, title, unit, colors in (
-        (a, thr, "Throughput", "sentences/s", ["#888", "#999", "#aaa"] + ["#1f77b4"] * 4),
+        (a, thr, "Throughput", "sentences/s", ["#888", "#999", "#aaa", "#bbb"] + ["#1f77b4"] * 4),
         (b, lat, "Latency", "ms", ["#888"] + ["#d62728"] * 3 + ["#888", "#d62728"]),
     ):
         names = [k for k in data if data[k] is not None][::-1]

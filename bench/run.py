@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> dict:
     raw = reference.raw_references(args.model_dir, texts, q, args.threads, cfg["single_reps"],
                                    measure)
     qvec = raw.pop("query_embedding")
+    log("diagnostic: this service's model layer in-process")
+    engine = reference.engine_references(args.model_dir, texts, q, args.threads, cfg["single_reps"], measure)
     st = {"sentences_per_s": None}  # skipped
     if not args.skip_st:
         log("references: sentence-transformers encode")
@@ -146,7 +148,7 @@ def run(args: argparse.Namespace) -> dict:
     log("server stopped")
 
     result = {"config": cfg, "machine": report.machine(), "cpu_cores": cpu,
-              "check": {"cosine": cos}, "reference": {"raw": raw, "st": st}, "server": srv}
+              "check": {"cosine": cos}, "reference": {"raw": raw, "st": st, "engine": engine}, "server": srv}
     result["targets"] = report.targets(result)
     return result
 

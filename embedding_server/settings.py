@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     pooling: Literal["auto", "mean", "cls", "lasttoken", "max"] = Field("auto", description="Pooling override; `auto` uses the checkpoint's 1_Pooling/config.json, else mean.")
     token_ids: Literal["openai", "model", "reject"] = Field("openai", description="How OpenAI token-array inputs are read: cl100k_base ids (`openai`), the served model's own ids (`model`), or refused (`reject`).")
     num_threads: int | None = Field(None, ge=1, description="Torch intra-op threads; unset = torch's default (the physical cores).")
+    padding_free: bool = Field(True, description="Skip padding tokens in the dense layers of BERT/XLM-R-style models (checked against the transformers forward at load; `false` = always the transformers forward).")
     max_batch_tokens: int = Field(2048, ge=1, description="Token budget of one forward pass: padded length x batch size (bounds how long a query can wait behind bulk work). An input longer than this still runs, alone.")
     max_batch_size: int = Field(32, ge=1, description="Most inputs in one forward pass.")
     max_inputs: int = Field(2048, ge=1, description="Most inputs in one request.")

@@ -39,7 +39,8 @@ class Engine:
 
     # ----- lifecycle -------------------------------------------------------------------
     def _load_encoder(self, entry: ModelEntry) -> SentenceEncoder:
-        return SentenceEncoder(entry.path, self.settings.pooling, self.settings.num_threads)
+        return SentenceEncoder(entry.path, self.settings.pooling, self.settings.num_threads,
+                               padding_free=self.settings.padding_free)
 
     def _load(self, entry: ModelEntry) -> None:
         """Load weights and start the model's worker (runs in a thread)."""
@@ -161,9 +162,11 @@ def _calibrated_cost(encoder, name: str) -> CostModel:
         return CostModel()
     overhead_ms, per_token_ms = encoder.calibrate()
     tokens = min(max(overhead_ms / per_token_ms, 8.0), 1024.0)
-    log.info("model %s: forward overhead %.1f ms = %.0f tokens at %.3f ms/token", name, overhead_ms, tokens,
-             per_token_ms)
-    return CostModel(overhead=tokens, per_token=1.0)
+    # A padding-free forward still pads inside attention, in groups of near-equal length.
+    padding_weight = 0.05 if getattr(encoder, "padding_free", False) else 1.0
+    log.info("model %s: forward overhead %.1f ms = %.0f tokens at %.3f ms/token, padding weight %.2f", name,
+             overhead_ms, tokens, per_token_ms, padding_weight)
+    return CostModel(overhead=tokens, per_token=1.0, padding_weight=padding_weight)
 
 
 def _shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:

@@ -9,8 +9,9 @@ Pure functions over plain data, so the policy is testable without a model:
    query waits at most for the batch already running and bulk work still gets every
    other batch.
 2. Packing: the chosen candidates are sorted by token length and cut where a batch's
-   estimated cost (a fixed per-forward overhead plus padded tokens) is lowest, within
-   the token budget (padded length x count) and the batch-size cap.
+   estimated cost (a fixed per-forward overhead plus tokens, padding included at the
+   model's padding weight) is lowest, within the token budget (padded length x count)
+   and the batch-size cap.
 """
 
 from __future__ import annotations
@@ -28,13 +29,21 @@ class Pending(Protocol):
 
 @dataclass(frozen=True)
 class CostModel:
-    """Estimated forward time = overhead + per_token x padded tokens (any unit)."""
+    """Estimated forward time = overhead + per_token x (tokens + padding_weight x padding tokens).
+
+    ``padding_weight`` is 1 for a forward that computes on padding like on real tokens, near 0
+    for a padding-free one (any unit).
+    """
 
     overhead: float = 64.0
     per_token: float = 1.0
+    padding_weight: float = 1.0
 
-    def batch_cost(self, count: int, padded_length: int) -> float:
-        return self.overhead + self.per_token * count * padded_length
+    def batch_cost(self, count: int, padded_length: int, tokens: int | None = None) -> float:
+        """Cost of one forward of ``count`` inputs padded to ``padded_length`` (``tokens`` real ones)."""
+        padded = count * padded_length
+        real = padded if tokens is None else tokens
+        return self.overhead + self.per_token * (real + self.padding_weight * (padded - real))
 
 
 def fair_order(queues: Sequence[Sequence[Pending]], limit: int | None = None) -> list[Pending]:
@@ -104,9 +113,12 @@ def cut_segments(lengths: Sequence[int], cost: CostModel) -> list[tuple[int, int
     n = len(lengths)
     best = [0.0] + [float("inf")] * n
     cut = [0] * (n + 1)
+    prefix = [0]
+    for length in lengths:
+        prefix.append(prefix[-1] + length)
     for end in range(1, n + 1):
         for start in range(end):
-            value = best[start] + cost.batch_cost(end - start, lengths[end - 1])
+            value = best[start] + cost.batch_cost(end - start, lengths[end - 1], prefix[end] - prefix[start])
             if value < best[end]:
                 best[end], cut[end] = value, start
     segments = []

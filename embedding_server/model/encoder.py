@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, CheckpointInfo, inspect_checkpoint
-from .pooling import normalize, pool
+from .packed import PackedEncoder
+from .pooling import normalize, pool, pool_packed
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ def _context_length(info: CheckpointInfo, tokenizer, config) -> int:
 class SentenceEncoder:
     """One checkpoint loaded for inference on the CPU."""
 
-    def __init__(self, path: Path, pooling: str = "auto", num_threads: int | None = None):
+    def __init__(self, path: Path, pooling: str = "auto", num_threads: int | None = None,
+                 padding_free: bool = True):
         import torch
         import transformers
         from transformers import AutoModel, AutoTokenizer
@@ -88,6 +90,8 @@ class SentenceEncoder:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._wants_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
         self._template = self._special_template()
+        # Padding-free forward for BERT-style models (checked against the standard one), else None.
+        self._packed = PackedEncoder.build(self.model, self._wants_token_types, self.pad_id) if padding_free else None
         self._clip_chars = max(4096, self.context_length * 16)  # texts longer than this tokenize from a prefix
         # A fast tokenizer keeps its truncation settings (max_length) as state that every call resets: two
         # threads sharing one can get each other's max_length (257 tokens for a 256 context). Each thread
@@ -200,10 +204,19 @@ class SentenceEncoder:
         per_token = max((t_large - t_small) / (1024 - 64), 1e-6)
         return max(t_small - 64 * per_token, 0.0), per_token
 
+    @property
+    def padding_free(self) -> bool:
+        """True when forward passes skip padding tokens (then padding costs almost nothing)."""
+        return self._packed is not None
+
     def embed(self, batch: list[list[int]]) -> np.ndarray:
         """L2-normalised float32 vectors, one row per id list, pooled under the padding mask."""
         torch = self._torch
         lengths = [len(ids) for ids in batch]
+        if self._packed is not None and min(lengths) > 0:
+            with torch.inference_mode():
+                hidden = self._packed.forward(batch, self.pad_id)
+                return normalize(pool_packed(hidden, lengths, self.pooling)).float().numpy()
         ids = np.full((len(batch), max(lengths)), self.pad_id, dtype=np.int64)
         mask = np.zeros_like(ids)
         for row, (seq, n) in enumerate(zip(batch, lengths)):

@@ -35,3 +35,25 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
 def normalize(vectors: torch.Tensor) -> torch.Tensor:
     """L2-normalise each row (rows of zeros stay zero)."""
     return torch.nn.functional.normalize(vectors, p=2.0, dim=1)
+
+
+def pool_packed(hidden: torch.Tensor, lengths: list[int], mode: str) -> torch.Tensor:
+    """Pool packed token states ``hidden`` (sum of lengths, dim), sequences back to back.
+
+    Same results as :func:`pool` on the padded equivalent.
+    """
+    count = len(lengths)
+    sizes = torch.tensor(lengths, dtype=torch.long)
+    ends = torch.cumsum(sizes, 0)
+    if mode == "cls":
+        return hidden.index_select(0, ends - sizes)
+    if mode == "lasttoken":
+        return hidden.index_select(0, ends - 1)
+    if mode == "max":
+        return torch.stack([part.max(0).values for part in hidden.split(lengths)])
+    if mode in ("mean", "mean_sqrt_len"):
+        segment = torch.repeat_interleave(torch.arange(count), sizes)
+        sums = hidden.new_zeros(count, hidden.shape[1]).index_add_(0, segment, hidden)
+        divisor = sizes.to(hidden.dtype).clamp(min=1e-9).unsqueeze(1)
+        return sums / (divisor if mode == "mean" else divisor.sqrt())
+    raise ValueError(f"unknown pooling mode {mode!r}; expected one of {POOLING_MODES}")

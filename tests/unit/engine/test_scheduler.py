@@ -92,11 +92,25 @@ def test_cut_empty_and_single():
     assert cut_segments([7], CostModel()) == [(0, 1)]
 
 
+def test_cut_padding_free_model_keeps_mixed_lengths_together():
+    # Padding costs nothing: one forward beats any split as soon as there is an overhead.
+    assert cut_segments([1, 1, 1, 1, 100], CostModel(overhead=10, padding_weight=0.0)) == [(0, 5)]
+    # [10,10,20] split: 25 + 25 = 50. Together: 5 + 40 + w*20, i.e. 55 at w=0.5, 47 at w=0.1.
+    assert cut_segments([10, 10, 20], CostModel(overhead=5, padding_weight=0.5)) == [(0, 2), (2, 3)]
+    assert cut_segments([10, 10, 20], CostModel(overhead=5, padding_weight=0.1)) == [(0, 3)]
+
+
+def test_batch_cost_counts_real_and_padding_tokens():
+    cost = CostModel(overhead=3, per_token=2, padding_weight=0.25)
+    assert cost.batch_cost(4, 10, tokens=30) == 3 + 2 * (30 + 0.25 * 10)
+    assert cost.batch_cost(4, 10) == 3 + 2 * 40  # no token count: every position is a real token
+
+
 def _brute_force(lengths, cost: CostModel) -> float:
     n, best = len(lengths), float("inf")
     for mask in range(2 ** (n - 1)):
         cuts = [0] + [i + 1 for i in range(n - 1) if mask >> i & 1] + [n]
-        total = sum(cost.batch_cost(e - s, lengths[e - 1]) for s, e in itertools.pairwise(cuts))
+        total = sum(cost.batch_cost(e - s, lengths[e - 1], sum(lengths[s:e])) for s, e in itertools.pairwise(cuts))
         best = min(best, total)
     return best
 
@@ -105,12 +119,13 @@ def _brute_force(lengths, cost: CostModel) -> float:
 def test_cut_matches_brute_force(seed):
     rng = random.Random(seed)
     lengths = sorted(rng.randint(1, 60) for _ in range(rng.randint(1, 9)))
-    cost = CostModel(overhead=rng.choice([0, 4, 16, 64]), per_token=rng.choice([0.5, 1.0, 2.0]))
+    cost = CostModel(overhead=rng.choice([0, 4, 16, 64]), per_token=rng.choice([0.5, 1.0, 2.0]),
+                     padding_weight=rng.choice([0.0, 0.05, 0.5, 1.0]))
     segments = cut_segments(lengths, cost)
     assert segments[0][0] == 0 and segments[-1][1] == len(lengths)
     assert all(e1 == s2 for (_, e1), (s2, _) in itertools.pairwise(segments))
     assert all(s < e for s, e in segments)
-    total = sum(cost.batch_cost(e - s, lengths[e - 1]) for s, e in segments)
+    total = sum(cost.batch_cost(e - s, lengths[e - 1], sum(lengths[s:e])) for s, e in segments)
     assert total == pytest.approx(_brute_force(lengths, cost))
 
 

@@ -1,0 +1,143 @@
+"""The padding-free forward: same hidden states and vectors as the transformers forward, or not used."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from embedding_server.model import packed as packed_module
+from embedding_server.model.encoder import SentenceEncoder
+from embedding_server.model.packed import PackedEncoder, attention_groups, pad_batch
+from embedding_server.model.pooling import POOLING_MODES, pool, pool_packed
+
+# Unsorted, with repeats (equal-length attention groups), a long outlier and a singleton length.
+LENGTHS = [9, 3, 17, 9, 40, 4, 10, 9, 25, 3, 11]
+
+
+def _random_batch(encoder: SentenceEncoder, lengths: list[int], seed: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    prefix, suffix = encoder._template
+    low, high = encoder.pad_id + 1, int(encoder.model.config.vocab_size) - 1
+    return [prefix + [rng.randint(low, high) for _ in range(n - len(prefix) - len(suffix))] + suffix
+            for n in lengths]
+
+
+@pytest.fixture(scope="module", params=["tiny-bert", "tiny-xlmr"])
+def pair(request, tiny_models_dir):
+    """(padding-free encoder, transformers-forward encoder) of one tiny checkpoint."""
+    path = tiny_models_dir / request.param
+    return SentenceEncoder(path), SentenceEncoder(path, padding_free=False)
+
+
+def test_tiny_bert_and_xlmr_take_the_padding_free_path(pair):
+    fast, standard = pair
+    assert fast.padding_free and not standard.padding_free
+
+
+def test_hidden_states_match_the_transformers_forward_in_caller_order(pair):
+    fast, _ = pair
+    batch = _random_batch(fast, LENGTHS)
+    ids, mask = pad_batch(batch, fast.pad_id)
+    with torch.inference_mode():
+        inputs = {"input_ids": ids, "attention_mask": mask.long()}
+        if fast._wants_token_types:
+            inputs["token_type_ids"] = torch.zeros_like(ids)
+        expected = fast.model(**inputs).last_hidden_state[mask]  # row-major: sequence by sequence, caller order
+        got = fast._packed.forward(batch, fast.pad_id)
+    assert got.shape == (sum(LENGTHS), fast.details.dimension)
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
+@pytest.mark.parametrize("mode", POOLING_MODES)
+def test_vectors_match_the_transformers_forward_for_every_pooling(pair, mode):
+    fast, standard = pair
+    fast.pooling = standard.pooling = mode
+    try:
+        for lengths in (LENGTHS, [12], [7, 7, 7]):
+            batch = _random_batch(fast, lengths, seed=len(lengths))
+            a, b = fast.embed(batch), standard.embed(batch)
+            assert a.dtype == np.float32 and a.shape == b.shape == (len(lengths), fast.details.dimension)
+            np.testing.assert_allclose(a, b, atol=2e-6)
+            np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    finally:
+        fast.pooling = standard.pooling = fast.info.pooling or "mean"
+
+
+def test_a_vector_does_not_depend_on_its_batch_neighbours(pair):
+    fast, _ = pair
+    batch = _random_batch(fast, LENGTHS, seed=3)
+    together = fast.embed(batch)
+    alone = np.stack([fast.embed([ids])[0] for ids in batch])
+    np.testing.assert_allclose(together, alone, atol=2e-6)
+
+
+@pytest.mark.parametrize("mode", POOLING_MODES)
+def test_pool_packed_equals_pool_on_the_padded_layout(mode):
+    generator = torch.Generator().manual_seed(1)
+    lengths = [3, 1, 5, 2]
+    packed = torch.randn(sum(lengths), 6, generator=generator)
+    padded = torch.zeros(len(lengths), max(lengths), 6)
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, part in enumerate(packed.split(lengths)):
+        padded[row, :len(part)] = part
+        mask[row, :len(part)] = 1
+    assert torch.allclose(pool_packed(packed, lengths, mode), pool(padded, mask, mode), atol=1e-6)
+
+
+def test_pool_packed_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match="unknown pooling"):
+        pool_packed(torch.zeros(2, 3), [2], "median")
+
+
+def test_attention_groups_cover_everything_in_order_within_the_length_ratio():
+    lengths = sorted(random.Random(5).randint(3, 200) for _ in range(300))
+    groups = attention_groups(lengths)
+    assert groups[0][0] == 0 and groups[-1][1] == len(lengths)
+    assert all(end == nxt for (_, end), (nxt, _) in zip(groups, groups[1:]))
+    assert all(lengths[end - 1] <= lengths[start] * packed_module._GROUP_RATIO for start, end in groups)
+    # Maximal: the next group's first length would break the ratio of the previous group.
+    assert all(lengths[end] > lengths[start] * packed_module._GROUP_RATIO for start, end in groups[:-1])
+    assert attention_groups([8, 8, 8]) == [(0, 3)]
+    assert attention_groups([5]) == [(0, 1)]
+
+
+def test_relative_position_models_keep_the_transformers_forward(tiny_models_dir, tmp_path, caplog):
+    import json
+    import shutil
+
+    path = tmp_path / "relative"
+    shutil.copytree(tiny_models_dir / "tiny-bert", path)
+    config = json.loads((path / "config.json").read_text())
+    config["position_embedding_type"] = "relative_key"
+    (path / "config.json").write_text(json.dumps(config))
+    with caplog.at_level(logging.INFO, logger=packed_module.__name__):
+        encoder = SentenceEncoder(path)
+    assert not encoder.padding_free
+    assert "relative_key" in caplog.text
+    vectors = encoder.embed(_random_batch(encoder, [5, 9]))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_an_unrecognised_layer_structure_is_declined(pair):
+    _, standard = pair
+    layer = standard.model.encoder.layer[0]
+    saved = layer.intermediate
+    try:
+        del layer.intermediate
+        assert PackedEncoder.build(standard.model, standard._wants_token_types, standard.pad_id) is None
+    finally:
+        layer.intermediate = saved
+    assert PackedEncoder.build(standard.model, standard._wants_token_types, standard.pad_id) is not None
+
+
+def test_a_packed_forward_that_disagrees_with_the_model_is_not_used(pair, monkeypatch, caplog):
+    _, standard = pair
+    real_layer = PackedEncoder._layer
+    monkeypatch.setattr(PackedEncoder, "_layer", lambda self, layer, x, plans: real_layer(self, layer, x, plans) * 1.5)
+    with caplog.at_level(logging.INFO, logger=packed_module.__name__):
+        assert PackedEncoder.build(standard.model, standard._wants_token_types, standard.pad_id) is None
+    assert "differs from the standard forward" in caplog.text
