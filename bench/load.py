@@ -1,14 +1,18 @@
 """Client scenarios against a running server (POST /api/embed), timed with perf_counter.
 
-Each client thread owns one keep-alive `httpx.Client`; bodies are encoded/decoded with orjson
-so that the client costs as little CPU as possible (it shares the machine with the server).
+Each client thread owns one keep-alive connection of a minimal stdlib `http.client` client,
+with bodies encoded/decoded by orjson, so that the client costs as little CPU as possible:
+it shares the machine's cores with the server, and httpx (what the official Python clients
+use) costs about 1.5 ms of CPU per request on the 2-core benchmark machine, which would
+be charged to the server's latency.
 """
 from __future__ import annotations
 
+import http.client
 import threading
 import time
+from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 from .reference import percentile
@@ -17,21 +21,46 @@ MODEL = "all-minilm-l6-v2"
 _HEADERS = {"content-type": "application/json"}
 
 
-def client(base_url: str) -> httpx.Client:
-    return httpx.Client(base_url=base_url, timeout=httpx.Timeout(900.0), headers=_HEADERS)
+class Client:
+    """One keep-alive HTTP/1.1 connection: ``post``/``get`` -> (status, body bytes)."""
+
+    def __init__(self, base_url: str, timeout: float = 900.0):
+        url = urlsplit(base_url)
+        self._conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        self._conn.request(method, path, body=body, headers=_HEADERS if body is not None else {})
+        response = self._conn.getresponse()
+        return response.status, response.read()
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        return self.request("POST", path, body)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return self.request("GET", path)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._conn.close()
 
 
-def embed(c: httpx.Client, texts: list[str], model: str = MODEL) -> list[list[float]]:
-    r = c.post("/api/embed", content=orjson.dumps({"model": model, "input": texts}))
-    if r.status_code != 200:
-        raise RuntimeError(f"/api/embed -> {r.status_code}: {r.text[:300]}")
-    vecs = orjson.loads(r.content)["embeddings"]
+def client(base_url: str) -> Client:
+    return Client(base_url)
+
+
+def embed(c: Client, texts: list[str], model: str = MODEL) -> list[list[float]]:
+    status, body = c.post("/api/embed", orjson.dumps({"model": model, "input": texts}))
+    if status != 200:
+        raise RuntimeError(f"/api/embed -> {status}: {body[:300]!r}")
+    vecs = orjson.loads(body)["embeddings"]
     if len(vecs) != len(texts):
         raise RuntimeError(f"/api/embed returned {len(vecs)} embeddings for {len(texts)} inputs")
     return vecs
 
 
-def _timed(c: httpx.Client, texts: list[str]) -> float:
+def _timed(c: Client, texts: list[str]) -> float:
     t0 = time.perf_counter()
     embed(c, texts)
     return (time.perf_counter() - t0) * 1e3
@@ -102,7 +131,7 @@ def single(base_url: str, query: str, n: int = 200) -> dict:
 def http_floor(base_url: str, n: int = 100) -> dict:
     """Round trip of a trivial GET (/api/version, else /health): client + HTTP stack cost."""
     with client(base_url) as c:
-        path = "/api/version" if c.get("/api/version").status_code == 200 else "/health"
+        path = "/api/version" if c.get("/api/version")[0] == 200 else "/health"
         lat = []
         for _ in range(n):
             t0 = time.perf_counter()

@@ -2,7 +2,8 @@
 
 Memory comes from /proc/<pid>/status (VmRSS, VmHWM) of the server process and its children.
 `reset_peak()` writes "5" to /proc/<pid>/clear_refs, which resets VmHWM (Linux >= 4.0), so the
-peak of one phase can be read exactly; a 10 ms VmRSS sampler thread is kept as a fallback.
+peak of one phase can be read exactly; where that is not allowed, a 10 ms VmRSS sampler
+thread takes over.
 """
 from __future__ import annotations
 
@@ -79,8 +80,6 @@ class Server:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready(timeout)
-        self._sampler = threading.Thread(target=self._sample, daemon=True)
-        self._sampler.start()
         return self
 
     def _wait_ready(self, timeout: float) -> None:
@@ -149,8 +148,11 @@ class Server:
         try:
             for p in _tree(self.proc.pid):
                 Path(f"/proc/{p}/clear_refs").write_text("5")
-        except OSError:  # no permission / old kernel: VmHWM keeps the all-time peak
+        except OSError:  # no permission / old kernel: VmHWM keeps the all-time peak, sample instead
             self._hwm_exact = False
+            if self._sampler is None:  # started only when needed: it takes CPU from the scenarios
+                self._sampler = threading.Thread(target=self._sample, daemon=True)
+                self._sampler.start()
 
     def _sample(self) -> None:
         n, pids = 0, []

@@ -40,7 +40,8 @@ class Engine:
     # ----- lifecycle -------------------------------------------------------------------
     def _load_encoder(self, entry: ModelEntry) -> SentenceEncoder:
         return SentenceEncoder(entry.path, self.settings.pooling, self.settings.num_threads,
-                               padding_free=self.settings.padding_free)
+                               padding_free=self.settings.padding_free,
+                               short_batch_copy_mb=self.settings.short_batch_copy_mb)
 
     def _load(self, entry: ModelEntry) -> None:
         """Load weights and start the model's worker (runs in a thread)."""
@@ -55,7 +56,8 @@ class Engine:
         worker.start()
         entry.encoder, entry.load_seconds, entry.loaded_at = encoder, time.perf_counter() - started, time.time()
         entry.worker = worker
-        log.info("model %s loaded from %s in %.2fs", name, entry.path, entry.load_seconds)
+        log.info("model %s loaded from %s in %.2fs (%s)", name, entry.path, entry.load_seconds,
+                 getattr(encoder, "forward_kind", "custom encoder"))
         if self.on_load:
             self.on_load(name, entry.load_seconds)
 

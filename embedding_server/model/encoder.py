@@ -63,7 +63,7 @@ class SentenceEncoder:
     """One checkpoint loaded for inference on the CPU."""
 
     def __init__(self, path: Path, pooling: str = "auto", num_threads: int | None = None,
-                 padding_free: bool = True):
+                 padding_free: bool = True, short_batch_copy_mb: int = 0):
         import torch
         import transformers
         from transformers import AutoModel, AutoTokenizer
@@ -91,7 +91,8 @@ class SentenceEncoder:
         self._wants_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
         self._template = self._special_template()
         # Padding-free forward for BERT-style models (checked against the standard one), else None.
-        self._packed = PackedEncoder.build(self.model, self._wants_token_types, self.pad_id) if padding_free else None
+        self._packed = PackedEncoder.build(self.model, self._wants_token_types, self.pad_id,
+                                           short_batch_copy_mb * 2**20) if padding_free else None
         self._clip_chars = max(4096, self.context_length * 16)  # texts longer than this tokenize from a prefix
         # A fast tokenizer keeps its truncation settings (max_length) as state that every call resets: two
         # threads sharing one can get each other's max_length (257 tokens for a 256 context). Each thread
@@ -208,6 +209,13 @@ class SentenceEncoder:
     def padding_free(self) -> bool:
         """True when forward passes skip padding tokens (then padding costs almost nothing)."""
         return self._packed is not None
+
+    @property
+    def forward_kind(self) -> str:
+        """How forward passes run, for the load log line."""
+        if self._packed is None:
+            return "transformers forward"
+        return "padding-free forward" + (" + short-batch weight copies" if self._packed.short_batch_copy else "")
 
     def embed(self, batch: list[list[int]]) -> np.ndarray:
         """L2-normalised float32 vectors, one row per id list, pooled under the padding mask."""

@@ -9,6 +9,8 @@ near-equal length so that its own padding stays small.
 
 The same weight modules are used, so the vectors match the transformers forward to float
 rounding; ``PackedEncoder.build`` checks that on the loaded model and declines otherwise.
+Query, key and value projections are fused into one matrix, which the model's own modules
+then view, so the fused copy costs no memory.
 """
 
 from __future__ import annotations
@@ -19,24 +21,43 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .dense import SHORT_TOKENS, Dense, blocked_kernels_available
+
 log = logging.getLogger(__name__)
 
 # Group sequences for attention while the longest is at most this much longer than the shortest.
 _GROUP_RATIO = 1.2
 
 
+def _fuse(modules) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the Linear modules' weights and biases; the modules then hold views of the stack."""
+    weight = torch.cat([m.weight.detach() for m in modules]).contiguous()
+    bias = torch.cat([m.bias.detach() for m in modules]).contiguous()
+    row = 0
+    for m in modules:
+        n = m.weight.shape[0]
+        m.weight = torch.nn.Parameter(weight[row:row + n], requires_grad=False)
+        m.bias = torch.nn.Parameter(bias[row:row + n], requires_grad=False)
+        row += n
+    return weight, bias
+
+
 class _Layer:
-    """One encoder layer's weights, with query/key/value fused into one matrix."""
+    """One encoder layer: fused query/key/value, attention output, feed-forward, two layer norms."""
 
     def __init__(self, layer):
         attention = layer.attention.self
-        self.qkv_weight = torch.cat([attention.query.weight, attention.key.weight, attention.value.weight]).contiguous()
-        self.qkv_bias = torch.cat([attention.query.bias, attention.key.bias, attention.value.bias]).contiguous()
+        self.qkv = Dense(*_fuse([attention.query, attention.key, attention.value]))
         out = layer.attention.output
-        self.out_weight, self.out_bias, self.norm1 = out.dense.weight, out.dense.bias, out.LayerNorm
-        self.up_weight, self.up_bias = layer.intermediate.dense.weight, layer.intermediate.dense.bias
+        self.out, self.norm1 = Dense(out.dense.weight.detach(), out.dense.bias.detach()), out.LayerNorm
+        self.up = Dense(layer.intermediate.dense.weight.detach(), layer.intermediate.dense.bias.detach())
         self.activation = layer.intermediate.intermediate_act_fn
-        self.down_weight, self.down_bias, self.norm2 = layer.output.dense.weight, layer.output.dense.bias, layer.output.LayerNorm
+        self.down = Dense(layer.output.dense.weight.detach(), layer.output.dense.bias.detach())
+        self.norm2 = layer.output.LayerNorm
+
+    @property
+    def dense(self) -> tuple[Dense, ...]:
+        return self.qkv, self.out, self.up, self.down
 
 
 def _supported(model) -> str | None:
@@ -85,36 +106,66 @@ class PackedEncoder:
         self.heads = int(config.num_attention_heads)
         self.wants_token_types = wants_token_types
 
+    @property
+    def dense_bytes(self) -> int:
+        """Memory taken by the dense layers' weights (one copy)."""
+        return sum(d.nbytes for layer in self.layers for d in layer.dense)
+
+    @property
+    def short_batch_copy(self) -> bool:
+        """Whether short forward passes use blocked copies of the dense weights."""
+        return all(d.blocked is not None for layer in self.layers for d in layer.dense)
+
     @classmethod
-    def build(cls, model, wants_token_types: bool, pad_id: int) -> PackedEncoder | None:
+    def build(cls, model, wants_token_types: bool, pad_id: int, short_copy_bytes: int = 0) -> PackedEncoder | None:
         """A packed forward for ``model`` if its structure allows one and it reproduces the standard
-        forward on a test batch; else None (the caller keeps the transformers forward)."""
+        forward on test batches; else None (the caller keeps the transformers forward).
+
+        With dense weights of at most ``short_copy_bytes``, short passes get oneDNN blocked copies.
+        """
         reason = _supported(model)
         if reason is None:
             packed = cls(model, wants_token_types)
-            reason = packed._self_check(model, pad_id)
+            if 0 < packed.dense_bytes <= short_copy_bytes and blocked_kernels_available():
+                packed._add_short_copies()
+            try:
+                reason = packed._self_check(model, pad_id)
+            except Exception as exc:  # noqa: BLE001 - any failure means: keep the standard forward
+                reason = f"self-check failed: {type(exc).__name__}: {exc}"
             if reason is None:
                 return packed
         log.info("padding-free forward not used for %s: %s", type(model).__name__, reason)
         return None
 
+    def _add_short_copies(self) -> None:
+        try:
+            for layer in self.layers:
+                for dense in layer.dense:
+                    dense.add_blocked_copy()
+        except RuntimeError as exc:
+            log.info("short-batch weight copies not used: %s", exc)
+            for layer in self.layers:
+                for dense in layer.dense:
+                    dense.blocked = None
+
     def _self_check(self, model, pad_id: int) -> str | None:
+        """Compare with the model's own forward on a short batch and on a long one."""
         vocab = int(model.config.vocab_size)
         generator = torch.Generator().manual_seed(0)
-        lengths = [3, 9, 10, 17]
-        batch = [torch.randint(pad_id + 1, vocab, (n,), generator=generator).tolist() for n in lengths]
-        ids, mask = pad_batch(batch, pad_id)
-        with torch.inference_mode():
-            inputs = {"input_ids": ids, "attention_mask": mask.long()}
-            if self.wants_token_types:
-                inputs["token_type_ids"] = torch.zeros_like(ids)
-            expected = model(**inputs).last_hidden_state[mask]
-            got = self.forward(batch, pad_id)
-        if got.shape != expected.shape:
-            return f"output shape {tuple(got.shape)} != {tuple(expected.shape)}"
-        error = (got - expected).abs().max().item()
-        if not error <= 1e-3 * max(1.0, expected.abs().max().item()):
-            return f"differs from the standard forward by {error:.2e}"
+        for lengths in ([3, 9, 10, 17], [5, 30, SHORT_TOKENS]):  # 39 and 99 tokens: both dense paths
+            batch = [torch.randint(pad_id + 1, vocab, (n,), generator=generator).tolist() for n in lengths]
+            ids, mask = pad_batch(batch, pad_id)
+            with torch.inference_mode():
+                inputs = {"input_ids": ids, "attention_mask": mask.long()}
+                if self.wants_token_types:
+                    inputs["token_type_ids"] = torch.zeros_like(ids)
+                expected = model(**inputs).last_hidden_state[mask]
+                got = self.forward(batch, pad_id)
+            if got.shape != expected.shape:
+                return f"output shape {tuple(got.shape)} != {tuple(expected.shape)}"
+            error = (got - expected).abs().max().item()
+            if not error <= 1e-3 * max(1.0, expected.abs().max().item()):
+                return f"differs from the standard forward by {error:.2e}"
         return None
 
     def forward(self, batch: list[list[int]], pad_id: int) -> torch.Tensor:
@@ -156,7 +207,7 @@ class PackedEncoder:
 
     def _layer(self, layer: _Layer, x: torch.Tensor, plans) -> torch.Tensor:
         hidden, heads = self.hidden, self.heads
-        qkv = F.linear(x, layer.qkv_weight, layer.qkv_bias)
+        qkv = layer.qkv(x)
         outputs = []
         for row, rows, longest, gather, mask in plans:
             part = qkv[row:row + rows]
@@ -168,11 +219,9 @@ class PackedEncoder:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(1, 2).reshape(n * longest, hidden)
             outputs.append(out[mask.reshape(-1)] if mask is not None else out)
         attended = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-        x = F.layer_norm(F.linear(attended, layer.out_weight, layer.out_bias) + x, (hidden,),
-                         layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
-        up = layer.activation(F.linear(x, layer.up_weight, layer.up_bias))
-        return F.layer_norm(F.linear(up, layer.down_weight, layer.down_bias) + x, (hidden,),
-                            layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
+        x = F.layer_norm(layer.out(attended) + x, (hidden,), layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
+        up = layer.activation(layer.up(x))
+        return F.layer_norm(layer.down(up) + x, (hidden,), layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
 
 
 def pad_batch(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

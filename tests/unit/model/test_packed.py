@@ -8,8 +8,10 @@ import random
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from embedding_server.model import packed as packed_module
+from embedding_server.model.dense import SHORT_TOKENS, Dense, blocked_kernels_available
 from embedding_server.model.encoder import SentenceEncoder
 from embedding_server.model.packed import PackedEncoder, attention_groups, pad_batch
 from embedding_server.model.pooling import POOLING_MODES, pool, pool_packed
@@ -26,16 +28,40 @@ def _random_batch(encoder: SentenceEncoder, lengths: list[int], seed: int = 0) -
             for n in lengths]
 
 
-@pytest.fixture(scope="module", params=["tiny-bert", "tiny-xlmr"])
+@pytest.fixture(scope="module", params=[("tiny-bert", 0), ("tiny-bert", 64), ("tiny-xlmr", 0), ("tiny-xlmr", 64)],
+                ids=lambda p: f"{p[0]}-copy{p[1]}")
 def pair(request, tiny_models_dir):
-    """(padding-free encoder, transformers-forward encoder) of one tiny checkpoint."""
-    path = tiny_models_dir / request.param
-    return SentenceEncoder(path), SentenceEncoder(path, padding_free=False)
+    """(padding-free encoder, transformers-forward encoder) of one tiny checkpoint, with or
+    without the short-batch weight copies."""
+    name, copy_mb = request.param
+    path = tiny_models_dir / name
+    return SentenceEncoder(path, short_batch_copy_mb=copy_mb), SentenceEncoder(path, padding_free=False)
 
 
 def test_tiny_bert_and_xlmr_take_the_padding_free_path(pair):
     fast, standard = pair
     assert fast.padding_free and not standard.padding_free
+    assert fast._packed.short_batch_copy == (fast.forward_kind.endswith("short-batch weight copies"))
+    assert standard.forward_kind == "transformers forward"
+
+
+def test_short_batch_copies_follow_the_memory_setting(tiny_models_dir):
+    path = tiny_models_dir / "tiny-bert"
+    assert not SentenceEncoder(path, short_batch_copy_mb=0)._packed.short_batch_copy
+    assert SentenceEncoder(path, short_batch_copy_mb=1)._packed.short_batch_copy == blocked_kernels_available()
+    model = SentenceEncoder(path, padding_free=False).model
+    too_small = PackedEncoder.build(model, True, 0, short_copy_bytes=1)  # below the weights' size
+    assert too_small is not None and not too_small.short_batch_copy
+
+
+def test_fused_query_key_value_is_shared_with_the_model(pair):
+    fast, _ = pair
+    for module_layer, layer in zip(fast.model.encoder.layer, fast._packed.layers):
+        attention = module_layer.attention.self
+        fused = layer.qkv.weight
+        for part, offset in ((attention.query, 0), (attention.key, 1), (attention.value, 2)):
+            assert part.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+            assert torch.equal(part.weight, fused[offset * fast.details.dimension:(offset + 1) * fast.details.dimension])
 
 
 def test_hidden_states_match_the_transformers_forward_in_caller_order(pair):
@@ -141,3 +167,34 @@ def test_a_packed_forward_that_disagrees_with_the_model_is_not_used(pair, monkey
     with caplog.at_level(logging.INFO, logger=packed_module.__name__):
         assert PackedEncoder.build(standard.model, standard._wants_token_types, standard.pad_id) is None
     assert "differs from the standard forward" in caplog.text
+
+
+@pytest.mark.skipif(not blocked_kernels_available(), reason="this torch build has no oneDNN prepacked linear")
+def test_dense_blocked_copy_matches_the_default_product_for_short_and_long_inputs():
+    generator = torch.Generator().manual_seed(2)
+    weight, bias = torch.randn(48, 32, generator=generator), torch.randn(48, generator=generator)
+    dense = Dense(weight, bias)
+    dense.add_blocked_copy()
+    assert dense.blocked is not None
+    for rows in (1, 13, SHORT_TOKENS, SHORT_TOKENS + 1, 300):
+        x = torch.randn(rows, 32, generator=generator)
+        assert torch.allclose(dense(x), F.linear(x, weight, bias), atol=1e-5)
+
+
+def test_dense_refuses_a_blocked_copy_of_half_precision_weights():
+    dense = Dense(torch.zeros(4, 4, dtype=torch.bfloat16), torch.zeros(4, dtype=torch.bfloat16))
+    with pytest.raises(RuntimeError, match="float32"):
+        dense.add_blocked_copy()
+    assert dense.blocked is None
+
+
+def test_a_failing_self_check_keeps_the_transformers_forward(pair, monkeypatch, caplog):
+    _, standard = pair
+
+    def broken(self, layer, x, plans):
+        raise IndexError("simulated kernel failure")
+
+    monkeypatch.setattr(PackedEncoder, "_layer", broken)
+    with caplog.at_level(logging.INFO, logger=packed_module.__name__):
+        assert PackedEncoder.build(standard.model, standard._wants_token_types, standard.pad_id) is None
+    assert "self-check failed: IndexError" in caplog.text

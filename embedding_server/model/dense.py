@@ -1,0 +1,58 @@
+"""Dense (linear) layers of the padding-free forward, with a faster kernel for short inputs.
+
+A single query is only ~10-20 tokens, so each matrix product reads a whole weight matrix for
+a handful of rows and is limited by memory traffic. oneDNN with the weight reordered once
+into its blocked layout runs those short products ~30% faster than the default (MKL) path
+on an AVX2 CPU, but is slower on long ones. So a layer can keep a second, blocked copy of its
+weight and use it for inputs of at most ``SHORT_TOKENS`` rows; the copy costs the weight's size
+in memory, which is why the caller decides whether to make it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SHORT_TOKENS = 64  # rows (packed tokens) up to which the blocked copy is used
+
+
+def blocked_kernels_available() -> bool:
+    """Whether this torch build has the oneDNN prepacked-linear operators."""
+    try:
+        ops = torch.ops.mkldnn
+        return bool(torch.backends.mkldnn.is_available()) and all(
+            hasattr(ops, name) for name in ("_reorder_linear_weight", "_linear_pointwise"))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class Dense:
+    """``y = x @ weight.T + bias`` on a (rows, features) input."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        self.weight, self.bias = weight, bias
+        self.blocked: torch.Tensor | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.weight.numel() * self.weight.element_size()
+
+    def add_blocked_copy(self) -> None:
+        """Reorder a copy of the weight for oneDNN and check it gives the same products.
+
+        Raises RuntimeError if the operators are missing or disagree with the default path.
+        """
+        if self.weight.dtype != torch.float32:
+            raise RuntimeError(f"blocked copy needs float32 weights, not {self.weight.dtype}")
+        blocked = torch.ops.mkldnn._reorder_linear_weight(self.weight, SHORT_TOKENS)
+        probe = torch.randn(7, self.weight.shape[1], generator=torch.Generator().manual_seed(0))
+        expected = F.linear(probe, self.weight, self.bias)
+        got = torch.ops.mkldnn._linear_pointwise(probe, blocked, self.bias, "none", [], "")
+        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
+            raise RuntimeError("oneDNN blocked weights disagree with the default linear")
+        self.blocked = blocked
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.blocked is not None and x.shape[0] <= SHORT_TOKENS:
+            return torch.ops.mkldnn._linear_pointwise(x, self.blocked, self.bias, "none", [], "")
+        return F.linear(x, self.weight, self.bias)
