@@ -116,8 +116,11 @@ def engine_references(folder: str | Path, texts: list[str], query: str, threads:
                       single_reps: int = 200, measure=_plain) -> dict:
     """SentenceEncoder in-process: batches of 32 in request order, and one sentence (p50/p95)."""
     from embedding_server.model.encoder import SentenceEncoder
+    from embedding_server.settings import Settings
 
-    enc = SentenceEncoder(Path(folder), num_threads=threads)
+    defaults = Settings()  # the server's defaults (and EMBED_* overrides, like the server)
+    enc = SentenceEncoder(Path(folder), num_threads=threads, padding_free=defaults.padding_free,
+                          short_batch_copy_mb=defaults.short_batch_copy_mb)
     enc.embed(enc.tokenize(texts[:32]))  # warm-up
 
     def bulk() -> dict:
@@ -136,7 +139,7 @@ def engine_references(folder: str | Path, texts: list[str], query: str, threads:
             lat.append((time.perf_counter() - t0) * 1e3)
         return {"p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95), "n": single_reps}
 
-    return {"padding_free": enc.padding_free, "bulk": measure(bulk), "single": measure(single)}
+    return {"forward": enc.forward_kind, "bulk": measure(bulk), "single": measure(single)}
 
 
 def st_reference(folder: str | Path, texts: list[str], threads: int, measure=_plain) -> dict:

@@ -80,7 +80,7 @@ def _sps(v: float | None) -> str:
 def _engine_rows(engine: dict | None) -> list[tuple[str, str, dict]]:
     if not engine:
         return []
-    forward = "padding-free forward" if engine["padding_free"] else "transformers forward"
+    forward = engine["forward"]
     return [
         (f"Diagnostic: this service's model layer in-process ({forward}), batches of 32 in request order",
          f"{engine['bulk']['sentences_per_s']:.1f} sentences/s", engine["bulk"]),

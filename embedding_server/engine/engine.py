@@ -14,6 +14,7 @@ import numpy as np
 from ..model.encoder import InputTooLong, SentenceEncoder
 from ..settings import Settings
 from .errors import ContextLengthExceeded, InvalidInput, LimitExceeded, ModelNotFound, ModelUnavailable
+from .heap import HeapTrimmer
 from .registry import ModelEntry, ModelRegistry, discover
 from .token_ids import decode_cl100k
 from .types import EmbedRequest, EmbedResult
@@ -46,14 +47,16 @@ class Engine:
     def _load(self, entry: ModelEntry) -> None:
         """Load weights and start the model's worker (runs in a thread)."""
         started = time.perf_counter()
-        encoder = self._encoder_factory(entry)
         name = entry.name
-        worker = ModelWorker(
-            encoder, name, self.settings.max_batch_tokens, self.settings.max_batch_size,
-            self.settings.max_queued_inputs, cost=_calibrated_cost(encoder, name),
+        # The worker's thread loads and warms up the model itself (see ModelWorker.launch).
+        worker = ModelWorker.launch(
+            lambda: self._encoder_factory(entry), name, self.settings.max_batch_tokens,
+            self.settings.max_batch_size, self.settings.max_queued_inputs,
+            cost_of=lambda encoder: _calibrated_cost(encoder, name),
             on_batch=lambda stats: self.on_batch and self.on_batch(name, stats),
+            trimmer=HeapTrimmer(self.settings.heap_trim_mb),
         )
-        worker.start()
+        encoder = worker.embedder
         entry.encoder, entry.load_seconds, entry.loaded_at = encoder, time.perf_counter() - started, time.time()
         entry.worker = worker
         log.info("model %s loaded from %s in %.2fs (%s)", name, entry.path, entry.load_seconds,

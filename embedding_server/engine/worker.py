@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from .errors import InferenceFailed, Overloaded
+from .heap import HeapTrimmer
 from .scheduler import CostModel, is_small, plan_batch
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class ModelWorker:
 
     def __init__(
         self,
-        embedder: Embedder,
+        embedder: Embedder | None,
         name: str,
         max_batch_tokens: int,
         max_batch_size: int,
@@ -70,6 +71,7 @@ class ModelWorker:
         cost: CostModel = CostModel(),
         on_batch: Callable[[BatchStats], None] | None = None,
         coalesce_seconds: float = 0.004,
+        trimmer: HeapTrimmer | None = None,
     ):
         self.embedder, self.name = embedder, name
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
@@ -85,6 +87,31 @@ class ModelWorker:
         self._last_requests = 0  # distinct requests in the last batch (see _coalesce)
         self._skipped_bulk = False  # the last batch served only small requests while bulk waited
         self.coalesce_seconds = coalesce_seconds
+        self.trimmer = trimmer  # returns freed heap memory to the OS between batches
+        self._factory: Callable[[], Embedder] | None = None  # see launch()
+        self._cost_of: Callable[[Embedder], CostModel] | None = None
+        self._loaded = threading.Event()
+        self._load_error: BaseException | None = None
+
+    @classmethod
+    def launch(cls, factory: Callable[[], Embedder], name: str, *args,
+               cost_of: Callable[[Embedder], CostModel] | None = None, **kwargs) -> ModelWorker:
+        """Start a worker whose own thread builds the model (``factory``, then ``cost_of`` for the
+        scheduler's cost model) before serving it. Blocks until then; raises what they raised.
+
+        All of a model's torch work thus runs on one thread. Each thread that runs parallel torch
+        ops gets its own OpenMP team of helper threads, and once a process has more of those than
+        cores, libgomp stops spinning between ops: every op then pays a sleep and a wake-up
+        (measured on 2 cores: ~100 context switches and +2-3 ms per one-sentence forward when the
+        model was loaded and warmed up on another thread).
+        """
+        worker = cls(None, name, *args, **kwargs)
+        worker._factory, worker._cost_of = factory, cost_of
+        worker.start()
+        worker._loaded.wait()
+        if worker._load_error is not None:
+            raise worker._load_error
+        return worker
 
     @property
     def alive(self) -> bool:
@@ -177,12 +204,32 @@ class ModelWorker:
                 return
             self._cond.wait(remaining)
 
+    def _build(self) -> bool:
+        """Run the factory on this thread (see launch); False if it failed."""
+        try:
+            if self._factory is not None:
+                self.embedder = self._factory()
+                if self._cost_of is not None:
+                    self.cost = self._cost_of(self.embedder)
+        except BaseException as exc:  # noqa: BLE001 - handed to launch()'s caller
+            self._load_error = exc
+            return False
+        finally:
+            if self.trimmer is not None:
+                self.trimmer.maybe_trim(force=True)  # loading and warm-up leave freed blocks behind
+            self._loaded.set()
+        return True
+
     def _run(self) -> None:
         import torch
 
+        if not self._build():
+            return
         with torch.inference_mode():
             while (batch := self._take_batch()) is not None:
                 self._run_batch(batch)
+                if self.trimmer is not None:
+                    self.trimmer.maybe_trim()
 
     def _run_batch(self, batch: list[_Item]) -> None:
         started = time.perf_counter()
