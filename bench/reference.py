@@ -93,25 +93,6 @@ def _plain(fn):
     return fn()
 
 
-def raw_references(folder: str | Path, texts: list[str], query: str, threads: int,
-                   single_reps: int = 200, measure=_plain) -> dict:
-    """Raw transformers bulk, single-sentence latency, batch time; each through `measure`.
-
-    `measure(fn) -> dict` runs one measurement (bench.run wraps it with CPU metering and
-    retries on a busy machine). `bulk_unsorted` (diagnostic, not a target): the same batches
-    of 32 in request order, i.e. what a server gets from 32-input requests if it forwards
-    each one as it comes.
-    """
-    m = RawModel(folder, threads)
-    m.bulk(texts[:128])  # warm-up: allocator, oneDNN kernels for a few shapes
-    bulk = measure(lambda: m.bulk(texts))
-    unsorted = measure(lambda: m.bulk(texts, sort=False))
-    single = measure(lambda: m.single(query, reps=single_reps))
-    query_vec = m.embed([query])[0].tolist()
-    return {"bulk": bulk, "bulk_unsorted": unsorted, "single": single,
-            "query_embedding": query_vec}
-
-
 def engine_references(folder: str | Path, texts: list[str], query: str, threads: int,
                       single_reps: int = 200, measure=_plain) -> dict:
     """SentenceEncoder in-process: batches of 32 in request order, and one sentence (p50/p95)."""

@@ -1,0 +1,93 @@
+"""ModelWorker.launch: the worker's own thread builds, warms up and serves the model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from embedding_server.engine.heap import HeapTrimmer
+from embedding_server.engine.scheduler import CostModel
+from embedding_server.engine.worker import ModelWorker
+
+LIMITS = {"max_batch_tokens": 1000, "max_batch_size": 8, "max_queued_inputs": 100}
+
+
+class ThreadRecordingEmbedder:
+    """Notes the thread of every call, so tests can see where torch work would run."""
+
+    def __init__(self):
+        self.threads: set[threading.Thread] = {threading.current_thread()}  # built here
+
+    def embed(self, batch):
+        self.threads.add(threading.current_thread())
+        return np.ones((len(batch), 2), np.float32)
+
+
+def test_factory_cost_model_and_batches_all_run_on_the_worker_thread():
+    seen = {}
+
+    def cost_of(embedder):
+        seen["cost_thread"] = threading.current_thread()
+        return CostModel(overhead=7.0, per_token=1.0, padding_weight=0.5)
+
+    worker = ModelWorker.launch(ThreadRecordingEmbedder, "fake", cost_of=cost_of, **LIMITS)
+    try:
+        assert worker.alive and worker.cost == CostModel(overhead=7.0, per_token=1.0, padding_weight=0.5)
+
+        async def go():
+            return await worker.submit([[1, 2], [3]]).future
+
+        assert asyncio.run(go()).shape == (2, 2)
+        assert worker.embedder.threads == {worker._thread} == {seen["cost_thread"]}
+        assert worker._thread is not threading.current_thread()
+    finally:
+        assert worker.stop(5)
+
+
+def test_a_failing_factory_raises_from_launch_and_ends_the_thread():
+    def broken():
+        raise ValueError("weights missing")
+
+    with pytest.raises(ValueError, match="weights missing"):
+        ModelWorker.launch(broken, "fake", **LIMITS)
+    leftover = [t for t in threading.enumerate() if t.name == "model-fake"]
+    for thread in leftover:
+        thread.join(5)
+    assert not any(t.is_alive() for t in leftover)
+
+
+def test_a_failing_cost_model_also_fails_the_launch():
+    def cost_of(embedder):
+        raise RuntimeError("calibration crashed")
+
+    with pytest.raises(RuntimeError, match="calibration crashed"):
+        ModelWorker.launch(ThreadRecordingEmbedder, "fake", cost_of=cost_of, **LIMITS)
+
+
+class CountingTrimmer(HeapTrimmer):
+    def __init__(self):
+        super().__init__(0)
+        self.calls: list[bool] = []
+
+    def maybe_trim(self, force: bool = False) -> bool:
+        self.calls.append(force)
+        return False
+
+
+def test_the_heap_is_trimmed_after_loading_and_checked_after_batches():
+    trimmer = CountingTrimmer()
+    worker = ModelWorker.launch(ThreadRecordingEmbedder, "fake", trimmer=trimmer, **LIMITS)
+    try:
+        assert trimmer.calls == [True]  # forced once, right after the load
+
+        async def go():
+            for _ in range(3):
+                await worker.submit([[1]]).future
+
+        asyncio.run(go())
+    finally:
+        worker.stop(5)
+    assert trimmer.calls[1:] == [False, False, False]  # one rate-limited check per batch
