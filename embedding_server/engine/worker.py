@@ -162,10 +162,12 @@ class ModelWorker:
             dropped = self._queues.pop(ticket.request_id, [])
             self._queued -= len(dropped)
 
-    def _take_batch(self) -> list[_Item] | None:
+    def _take_batch(self, idle_timeout: float | None = None) -> list[_Item] | None:
+        """The next batch; None when stopping, or [] after ``idle_timeout`` seconds without work."""
         with self._cond:
             while not self._queues and not self._stopping:
-                self._cond.wait()
+                if not self._cond.wait(idle_timeout) and not self._queues:
+                    return []
             if not self._queues:
                 return None
             self._coalesce()
@@ -216,7 +218,7 @@ class ModelWorker:
             return False
         finally:
             if self.trimmer is not None:
-                self.trimmer.maybe_trim(force=True)  # loading and warm-up leave freed blocks behind
+                self.trimmer.release()  # loading and warm-up leave freed blocks behind
             self._loaded.set()
         return True
 
@@ -225,11 +227,17 @@ class ModelWorker:
 
         if not self._build():
             return
+        trimmer, idle_trim = self.trimmer, None
         with torch.inference_mode():
-            while (batch := self._take_batch()) is not None:
+            while (batch := self._take_batch(idle_trim)) is not None:
+                if not batch:  # a while without work: give back what the last burst left behind
+                    trimmer.release()
+                    idle_trim = None
+                    continue
                 self._run_batch(batch)
-                if self.trimmer is not None:
-                    self.trimmer.maybe_trim()
+                if trimmer is not None and trimmer.active:
+                    trimmer.maybe_trim()
+                    idle_trim = trimmer.idle_seconds
 
     def _run_batch(self, batch: list[_Item]) -> None:
         started = time.perf_counter()

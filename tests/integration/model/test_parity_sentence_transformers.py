@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from embedding_server.model.encoder import SentenceEncoder
+from embedding_server.settings import Settings
 
 TEXTS = [
     "hello",
@@ -33,12 +34,21 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def test_batch_and_single_match_sentence_transformers(folder):
+# The server's forward (padding-free, with short-batch weight copies), the padding-free one alone, and the
+# transformers forward.
+FORWARDS = {"server-default": dict(short_batch_copy_mb=Settings().short_batch_copy_mb),
+            "padding-free": dict(short_batch_copy_mb=0), "transformers": dict(padding_free=False)}
+
+
+@pytest.mark.parametrize("forward", FORWARDS)
+def test_batch_and_single_match_sentence_transformers(folder, forward):
     from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(str(folder), device="cpu", local_files_only=True).encode(
         TEXTS, normalize_embeddings=True, convert_to_numpy=True)
-    encoder = SentenceEncoder(folder)
+    encoder = SentenceEncoder(folder, **FORWARDS[forward])
+    assert encoder.padding_free == (forward != "transformers")
+    assert encoder.forward_kind.endswith("short-batch weight copies") == (forward == "server-default")
 
     batched = encoder.embed(encoder.tokenize(TEXTS))
     alone = np.vstack([encoder.embed(encoder.tokenize([t])) for t in TEXTS])

@@ -44,3 +44,14 @@ def test_trim_returns_free_heap_memory_to_the_os_only_over_the_limit():
     assert trimmer.maybe_trim() is False  # not due again within the interval
     assert HeapTrimmer(100_000).maybe_trim(force=True) is False  # under a huge limit: left alone
     del keeper
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or not HeapTrimmer(1).active,
+                    reason="needs glibc >= 2.33 (mallinfo2, malloc_trim)")
+def test_release_trims_whatever_the_limit():
+    keeper = _fragment_heap(96)
+    trimmer = HeapTrimmer(100_000)
+    before = _rss_mb()
+    trimmer.release()
+    assert trimmer.trims == 1 and _rss_mb() < before - 48
+    del keeper

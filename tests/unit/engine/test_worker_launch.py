@@ -68,26 +68,41 @@ def test_a_failing_cost_model_also_fails_the_launch():
 
 
 class CountingTrimmer(HeapTrimmer):
+    """Records calls instead of trimming; ``idle_seconds`` short so the test does not wait long."""
+
     def __init__(self):
-        super().__init__(0)
-        self.calls: list[bool] = []
+        super().__init__(0, idle_seconds=0.2)
+        self.calls: list[str] = []
+        self.idle = threading.Event()
+
+    @property
+    def active(self) -> bool:
+        return True
 
     def maybe_trim(self, force: bool = False) -> bool:
-        self.calls.append(force)
+        self.calls.append("check")
         return False
 
+    def release(self) -> None:
+        self.calls.append("release")
+        if len(self.calls) > 1:
+            self.idle.set()
 
-def test_the_heap_is_trimmed_after_loading_and_checked_after_batches():
+
+def test_the_heap_is_released_after_loading_checked_after_batches_and_released_when_idle():
     trimmer = CountingTrimmer()
     worker = ModelWorker.launch(ThreadRecordingEmbedder, "fake", trimmer=trimmer, **LIMITS)
     try:
-        assert trimmer.calls == [True]  # forced once, right after the load
+        assert trimmer.calls == ["release"]  # right after the load
 
         async def go():
             for _ in range(3):
                 await worker.submit([[1]]).future
 
         asyncio.run(go())
+        assert trimmer.idle.wait(5), "no release after the worker went idle"
+        assert trimmer.calls[1:] == ["check", "check", "check", "release"]  # one check per batch, then idle
+        # Idle again: no further release until new work has run.
+        assert not threading.Event().wait(0.5) and trimmer.calls[-1] == "release" and len(trimmer.calls) == 5
     finally:
         worker.stop(5)
-    assert trimmer.calls[1:] == [False, False, False]  # one rate-limited check per batch
