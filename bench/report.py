@@ -120,7 +120,7 @@ def diagnostics(r: dict) -> list[str]:
         f"{srv['bulk_1']['sentences_per_s'] / engine['bulk']['sentences_per_s']:.2f}x",
         f"server single p50 / same model layer in-process: "
         f"{srv['single']['p50_ms'] / engine['single']['p50_ms']:.2f}x "
-        f"(+{srv['single']['p50_ms'] - engine['single']['p50_ms']:.1f} ms)",
+        f"({srv['single']['p50_ms'] - engine['single']['p50_ms']:+.1f} ms)",
     ]
 
 
@@ -195,8 +195,8 @@ def markdown(r: dict) -> str:
         lines += ["", f"CPU (average cores of {m['logical_cpus']}): other processes used "
                   f"{o['references']['other']:.2f} during the references and {s['other']:.2f} "
                   f"during the server scenarios (near 0 = clean ratios); during the scenarios "
-                  f"the server used {s['server']:.2f} and the benchmark client {s['bench']:.2f}. "
-                  "The last column of the first table is the same figure for that measurement."]
+                  f"the server used {s['server']:.2f} and the benchmark process (client threads, and the "
+                  f"in-process references of the paired rounds) {s['bench']:.2f}. ""The last column of the first table is the same figure for that measurement."]
         if any(t["noisy"] for t in r["targets"]):
             lines += ["", f"**WARNING: other processes used > {NOISY} cores during the measurements "
                       "behind the targets marked (noisy); torch's threads slow down sharply when "
