@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, CheckpointInfo, inspect_checkpoint
-from .packed import PackedEncoder
+from .packed import PackedEncoder, pad_batch, standard_forward
 from .pooling import normalize, pool, pool_packed
 
 log = logging.getLogger(__name__)
@@ -225,16 +225,7 @@ class SentenceEncoder:
             with torch.inference_mode():
                 hidden = self._packed.forward(batch, self.pad_id)
                 return normalize(pool_packed(hidden, lengths, self.pooling)).float().numpy()
-        ids = np.full((len(batch), max(lengths)), self.pad_id, dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for row, (seq, n) in enumerate(zip(batch, lengths)):
-            ids[row, :n] = seq
-            mask[row, :n] = 1
+        ids, mask = pad_batch(batch, self.pad_id)
         with torch.inference_mode():
-            mask_t = torch.from_numpy(mask)
-            inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": mask_t}
-            if self._wants_token_types:
-                inputs["token_type_ids"] = torch.zeros_like(mask_t)
-            hidden = self.model(**inputs).last_hidden_state
-            vectors = normalize(pool(hidden, mask_t, self.pooling))
-            return vectors.float().numpy()
+            hidden = standard_forward(self.model, ids, mask, self._wants_token_types)
+            return normalize(pool(hidden, mask.long(), self.pooling)).float().numpy()

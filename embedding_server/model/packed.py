@@ -156,10 +156,7 @@ class PackedEncoder:
             batch = [torch.randint(pad_id + 1, vocab, (n,), generator=generator).tolist() for n in lengths]
             ids, mask = pad_batch(batch, pad_id)
             with torch.inference_mode():
-                inputs = {"input_ids": ids, "attention_mask": mask.long()}
-                if self.wants_token_types:
-                    inputs["token_type_ids"] = torch.zeros_like(ids)
-                expected = model(**inputs).last_hidden_state[mask]
+                expected = standard_forward(model, ids, mask, self.wants_token_types)[mask]
                 got = self.forward(batch, pad_id)
             if got.shape != expected.shape:
                 return f"output shape {tuple(got.shape)} != {tuple(expected.shape)}"
@@ -175,8 +172,9 @@ class PackedEncoder:
         ids, mask = pad_batch([batch[i] for i in order], pad_id)
         token_types = torch.zeros_like(ids) if self.wants_token_types else None
         embedded = self.embeddings(input_ids=ids, token_type_ids=token_types)
-        flat_mask = mask.reshape(-1)
-        x = embedded.reshape(-1, self.hidden)[flat_mask] if lengths[0] != lengths[-1] else embedded.reshape(-1, self.hidden)
+        x = embedded.reshape(-1, self.hidden)
+        if lengths[0] != lengths[-1]:  # drop the padding rows
+            x = x[mask.reshape(-1)]
         plans = self._attention_plans(lengths)
         for layer in self.layers:
             x = self._layer(layer, x, plans)
@@ -222,6 +220,14 @@ class PackedEncoder:
         x = F.layer_norm(layer.out(attended) + x, (hidden,), layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
         up = layer.activation(layer.up(x))
         return F.layer_norm(layer.down(up) + x, (hidden,), layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
+
+
+def standard_forward(model, ids: torch.Tensor, mask: torch.Tensor, wants_token_types: bool) -> torch.Tensor:
+    """The transformers forward's last hidden state (batch, longest, hidden) for ``pad_batch`` output."""
+    inputs = {"input_ids": ids, "attention_mask": mask.long()}
+    if wants_token_types:
+        inputs["token_type_ids"] = torch.zeros_like(ids)
+    return model(**inputs).last_hidden_state
 
 
 def pad_batch(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
