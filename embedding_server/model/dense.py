@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-SHORT_TOKENS = 64  # rows (packed tokens) up to which the blocked copy is used
+SHORT_TOKENS = 128  # rows (packed tokens) up to which the blocked copy is used
 
 
 def blocked_kernels_available() -> bool:

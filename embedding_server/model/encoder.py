@@ -134,6 +134,9 @@ class SentenceEncoder:
     def _encode(self, texts: list[str], max_length: int) -> list[list[int]]:
         if not texts:
             return []
+        backend = self._thread_backend(max_length)
+        if backend is not None:
+            return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=True)]
         return self._thread_tokenizer()(texts, add_special_tokens=True, truncation=True, max_length=max_length,
                                         return_attention_mask=False, return_token_type_ids=False)["input_ids"]
 
@@ -143,6 +146,22 @@ class SentenceEncoder:
         if tokenizer is None:
             tokenizer = self._per_thread.tokenizer = copy.deepcopy(self.tokenizer)
         return tokenizer
+
+    def _thread_backend(self, max_length: int):
+        """This thread's copy of a fast tokenizer's Rust backend, truncating to ``max_length``; None
+        for a slow tokenizer. The same call the transformers wrapper makes, minus its ~90 us of
+        Python per call (a tenth of a one-sentence request's event-loop time)."""
+        backend = getattr(self._per_thread, "backend", False)
+        if backend is False:
+            source = getattr(self.tokenizer, "backend_tokenizer", None) if self.tokenizer.is_fast else None
+            backend = self._per_thread.backend = copy.deepcopy(source) if source is not None else None
+            if backend is not None:
+                backend.no_padding()
+            self._per_thread.max_length = None
+        if backend is not None and self._per_thread.max_length != max_length:
+            backend.enable_truncation(max_length, direction=self.tokenizer.truncation_side)
+            self._per_thread.max_length = max_length
+        return backend
 
     def _tokenize_long(self, text: str, index: int, truncate: bool) -> list[int]:
         """Tokenize a huge text from a prefix: once the prefix alone overflows the context and doubling it

@@ -152,7 +152,7 @@ class PackedEncoder:
         """Compare with the model's own forward on a short batch and on a long one."""
         vocab = int(model.config.vocab_size)
         generator = torch.Generator().manual_seed(0)
-        for lengths in ([3, 9, 10, 17], [5, 30, SHORT_TOKENS]):  # 39 and 99 tokens: both dense paths
+        for lengths in ([3, 9, 10, 17], [5, 30, SHORT_TOKENS]):  # 39 and 163 tokens: both dense paths
             batch = [torch.randint(pad_id + 1, vocab, (n,), generator=generator).tolist() for n in lengths]
             ids, mask = pad_batch(batch, pad_id)
             with torch.inference_mode():

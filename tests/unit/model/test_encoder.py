@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ TEXTS = ["cosine similarity", "embedding models map sentences to dense vectors",
 
 
 def _variant(src: Path, dest: Path, st: bool = True, st_config: dict | None = None,
-             model_max_length: int | None = None) -> Path:
+             model_max_length: int | None = None, truncation_side: str | None = None) -> Path:
     shutil.copytree(src, dest)
     if not st:
         shutil.rmtree(dest / "1_Pooling")
@@ -27,10 +28,11 @@ def _variant(src: Path, dest: Path, st: bool = True, st_config: dict | None = No
         (dest / "sentence_bert_config.json").unlink()
     if st_config is not None:
         (dest / "sentence_bert_config.json").write_text(json.dumps(st_config))
-    if model_max_length is not None:
-        cfg = json.loads((dest / "tokenizer_config.json").read_text())
-        cfg["model_max_length"] = model_max_length
-        (dest / "tokenizer_config.json").write_text(json.dumps(cfg))
+    for key, value in (("model_max_length", model_max_length), ("truncation_side", truncation_side)):
+        if value is not None:
+            cfg = json.loads((dest / "tokenizer_config.json").read_text())
+            cfg[key] = value
+            (dest / "tokenizer_config.json").write_text(json.dumps(cfg))
     return dest
 
 
@@ -55,6 +57,7 @@ def variants(tiny_models_dir, tmp_path_factory) -> dict[str, Path]:
         "bert-st-64": _variant(bert, root / "bert-st-64", st_config={"max_seq_length": 64}),
         "bert-st-1000": _variant(bert, root / "bert-st-1000", st_config={"max_seq_length": 1000}),
         "xlmr-lower": _variant(xlmr, root / "xlmr-lower", st_config={"max_seq_length": 48, "do_lower_case": True}),
+        "bert-left-trunc": _variant(bert, root / "bert-left-trunc", st=False, truncation_side="left"),
     }
 
 
@@ -125,6 +128,23 @@ def test_tokenize_truncates_to_exactly_the_limit(request, which):
     full = enc.tokenizer(LONG)["input_ids"]
     assert len(full) > enc.context_length
     assert long_[:-1] == full[: enc.context_length - 1]
+
+
+@pytest.mark.parametrize("which", ["bert", "xlmr", "bert-left"])
+def test_tokenize_equals_the_transformers_tokenizer_call(request, variants, which):
+    """tokenize() calls the fast tokenizer's backend directly: same ids as the transformers call,
+    truncation side included, whatever the thread (each has its own backend copy)."""
+    if which == "bert-left":
+        enc = SentenceEncoder(variants["bert-left-trunc"])
+        assert enc.tokenizer.truncation_side == "left"
+    else:
+        enc = request.getfixturevalue(which)
+    texts = TEXTS + ["", "Ünïcödé façade, ok?", "x" * 300, "word " * 30]
+    expected = enc.tokenizer(texts, truncation=True, max_length=enc.context_length)["input_ids"]
+    assert enc.tokenize(texts) == expected
+    with ThreadPoolExecutor(1) as other:
+        assert other.submit(enc.tokenize, texts).result() == expected
+    assert enc.tokenize(texts[:1] * 2) == expected[:1] * 2  # the per-thread truncation setting is kept right
 
 
 def test_tokenize_without_truncation_raises(bert):
