@@ -48,15 +48,13 @@ class Engine:
         """Load weights and start the model's worker (runs in a thread)."""
         started = time.perf_counter()
         name = entry.name
-        trimmer = HeapTrimmer(self.settings.heap_trim_mb)
-        trimmer.keep_freed_memory()  # the trimmer, not glibc, decides when memory goes back
         # The worker's thread loads and warms up the model itself (see ModelWorker.launch).
         worker = ModelWorker.launch(
             lambda: self._encoder_factory(entry), name, self.settings.max_batch_tokens,
             self.settings.max_batch_size, self.settings.max_queued_inputs,
             cost_of=lambda encoder: _calibrated_cost(encoder, name),
             on_batch=lambda stats: self.on_batch and self.on_batch(name, stats),
-            trimmer=trimmer,
+            trimmer=HeapTrimmer(self.settings.heap_trim_mb),
         )
         encoder = worker.embedder
         entry.encoder, entry.load_seconds, entry.loaded_at = encoder, time.perf_counter() - started, time.time()

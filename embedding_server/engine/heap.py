@@ -8,14 +8,6 @@ it no longer uses: measured on all-MiniLM-L6-v2, a 2,048-input request left RSS 
 whenever 64 MB were free cost 12% of bulk throughput, at 256 MB nothing measurable (and the
 2,048-input request peaked at +220 MB instead of +340). So the worker trims while busy only
 above a threshold, and everything once it has been idle for a second.
-
-glibc's own policy works against that: blocks over its (dynamic) mmap threshold are mapped
-and unmapped per allocation, and the heap top is trimmed whenever a few tens of MB are free,
-so batches fault their tensors' pages in again (all-MiniLM-L6-v2, batches of 32: ~2,500 faults
-per batch in the server's worker thread; up to 23,000 and 70 ms of kernel time on a main
-thread). ``keep_freed_memory`` hands that decision to this module: blocks up to 32 MB come
-from the heap, and glibc trims on its own only beyond the same limit (measured: 1.5-3x fewer
-faults in the server; on a main thread in-process 3-10x fewer and +4-7% bulk throughput).
 """
 
 from __future__ import annotations
@@ -23,9 +15,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import time
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
-_MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
 
 
 class _MallInfo2(ctypes.Structure):
@@ -40,7 +29,6 @@ def _glibc():
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallinfo2.restype = _MallInfo2
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         return libc
     except (OSError, AttributeError):
         return None
@@ -62,14 +50,6 @@ class HeapTrimmer:
     @property
     def active(self) -> bool:
         return self._libc is not None
-
-    def keep_freed_memory(self) -> bool:
-        """Make glibc keep freed blocks for reuse (process-wide): no per-allocation mmap for blocks
-        up to 32 MB, and no automatic trimming below this trimmer's limit. True if applied."""
-        if self._libc is None:
-            return False
-        return bool(self._libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(
-            self._libc.mallopt(_M_TRIM_THRESHOLD, min(max(self.limit, _MMAP_THRESHOLD_MAX), 2**31 - 1)))
 
     def free_bytes(self) -> int:
         """Bytes the allocator holds free in its heaps (0 when unknown)."""

@@ -55,23 +55,3 @@ def test_release_trims_whatever_the_limit():
     trimmer.release()
     assert trimmer.trims == 1 and _rss_mb() < before - 48
     del keeper
-
-
-def test_disabled_trimmer_leaves_the_allocator_alone():
-    assert HeapTrimmer(0).keep_freed_memory() is False
-
-
-@pytest.mark.skipif(platform.system() != "Linux" or not HeapTrimmer(1).active,
-                    reason="needs glibc >= 2.33 (mallinfo2, mallopt)")
-def test_keep_freed_memory_serves_big_blocks_from_the_heap_and_keeps_them():
-    """After keep_freed_memory(), a 16 MB block is not mmapped, and freeing it leaves it in the heap
-    (glibc would otherwise map it, or trim the heap top, and the next batch faults it in again)."""
-    trimmer = HeapTrimmer(256)
-    assert trimmer.keep_freed_memory() is True
-    libc = trimmer._libc
-    mapped = libc.mallinfo2().hblkhd
-    block = bytearray(16 * 2**20)
-    assert libc.mallinfo2().hblkhd == mapped  # from the heap, not a fresh mapping
-    del block
-    assert trimmer.free_bytes() >= 16 * 2**20  # kept for reuse, under the 256 MB limit
-    trimmer.release()
