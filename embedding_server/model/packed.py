@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Group sequences for attention while the longest is at most this much longer than the shortest.
 _GROUP_RATIO = 1.2
+# Longest sequence for which attention runs as two plain batched products (see _attention).
+_PLAIN_ATTENTION_LENGTH = 128
 
 
 def _fuse(modules) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,13 +215,30 @@ class PackedEncoder:
                 part = torch.cat([part, part.new_zeros(1, 3 * hidden)]).index_select(0, gather)
             n = part.shape[0] // longest
             q, k, v = part.view(n, longest, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
-            attn_mask = mask.view(n, 1, 1, longest) if mask is not None else None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(1, 2).reshape(n * longest, hidden)
+            out = _attention(q, k, v, mask).transpose(1, 2).reshape(n * longest, hidden)
             outputs.append(out[mask.reshape(-1)] if mask is not None else out)
         attended = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         x = F.layer_norm(layer.out(attended) + x, (hidden,), layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
         up = layer.activation(layer.up(x))
         return F.layer_norm(layer.down(up) + x, (hidden,), layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax attention of (n, heads, length, head_dim) tensors; ``mask`` (n, length) marks real keys.
+
+    torch's fused CPU kernel is tiled for long sequences; on several short ones (queries) it spends
+    more on its setup than on arithmetic, and two batched products are faster (8 sequences of 13
+    tokens: 0.20 ms against 0.33 ms per layer). Their (n, heads, length, length) scores stay small
+    up to ``_PLAIN_ATTENTION_LENGTH``.
+    """
+    n, length = q.shape[0], q.shape[2]
+    if n == 1 or length > _PLAIN_ATTENTION_LENGTH:
+        attn_mask = mask.view(n, 1, 1, length) if mask is not None else None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
+    if mask is not None:
+        scores.masked_fill_(~mask.view(n, 1, 1, length), float("-inf"))
+    return torch.matmul(scores.softmax(-1), v)
 
 
 def standard_forward(model, ids: torch.Tensor, mask: torch.Tensor, wants_token_types: bool) -> torch.Tensor:

@@ -176,7 +176,7 @@ def test_dense_blocked_copy_matches_the_default_product_for_short_and_long_input
     dense = Dense(weight, bias)
     dense.add_blocked_copy()
     assert dense.blocked is not None
-    for rows in (1, 13, SHORT_TOKENS, SHORT_TOKENS + 1, 300):
+    for rows in (1, 13, 104, SHORT_TOKENS, SHORT_TOKENS + 1, 300):  # 1 and 13 are padded to 8 and 16 rows
         x = torch.randn(rows, 32, generator=generator)
         assert torch.allclose(dense(x), F.linear(x, weight, bias), atol=1e-5)
 
@@ -198,3 +198,19 @@ def test_a_failing_self_check_keeps_the_transformers_forward(pair, monkeypatch, 
     with caplog.at_level(logging.INFO, logger=packed_module.__name__):
         assert PackedEncoder.build(standard.model, standard._wants_token_types, standard.pad_id) is None
     assert "self-check failed: IndexError" in caplog.text
+
+
+@pytest.mark.parametrize("n, length, masked", [(8, 13, False), (5, 40, True), (3, 128, True)])
+def test_plain_attention_equals_torchs_fused_kernel(n, length, masked):
+    """Short groups take two batched products instead of scaled_dot_product_attention: same values."""
+    generator = torch.Generator().manual_seed(n)
+    q, k, v = (torch.randn(n, 4, length, 16, generator=generator) for _ in range(3))
+    lengths = torch.randint(1, length + 1, (n,), generator=generator)
+    lengths[0] = length
+    mask = torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1) if masked else None
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.view(n, 1, 1, length) if masked else None)
+    got = packed_module._attention(q, k, v, mask)
+    if masked:  # rows of padding queries are dropped by the caller; compare real query rows only
+        keep = mask.view(n, 1, length, 1).expand_as(got)
+        got, expected = got[keep], expected[keep]
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
