@@ -200,7 +200,7 @@ def test_a_failing_self_check_keeps_the_transformers_forward(pair, monkeypatch, 
     assert "self-check failed: IndexError" in caplog.text
 
 
-@pytest.mark.parametrize("n, length, masked", [(8, 13, False), (5, 40, True), (3, 128, True)])
+@pytest.mark.parametrize("n, length, masked", [(8, 13, False), (5, 40, True), (6, packed_module._PLAIN_ATTENTION_LENGTH, True)])
 def test_plain_attention_equals_torchs_fused_kernel(n, length, masked):
     """Short groups take two batched products instead of scaled_dot_product_attention: same values."""
     generator = torch.Generator().manual_seed(n)
