@@ -15,8 +15,9 @@ import torch.nn.functional as F
 
 SHORT_TOKENS = 128  # rows (packed tokens) up to which the blocked copy is used
 # oneDNN compiles and caches one kernel per input row count (~0.35 MB each, four weight shapes per
-# model): with every count from 1 to 128 a long mixed load grew RSS by ~180 MB. Inputs are padded with
-# zero rows to a multiple of this, so at most 4 x 16 kernels exist.
+# model): with every count from 1 to 128, the 60 s mixed-load soak test's RSS grew 111 MB in its second
+# half (17 MB with this). Inputs are padded with zero rows to a multiple of this, so at most 4 x 16
+# kernels exist.
 ROW_BUCKET = 8
 
 
