@@ -1,11 +1,10 @@
-"""A mixed valid/invalid load generator that checks every answer (used by test_load_soak.py and
-bench/load_run.py).
+"""A mixed valid/invalid load generator that checks every answer (run by soak_run.py for test_load_soak.py
+and bench/load_run.py).
 
 Valid requests draw texts from a fixed pool whose vectors and token counts were computed once up front;
 every answer must match them (allclose 1e-5), in order, with the right counts. Invalid requests must get
 their exact expected status and error shape. Any transport error (reset, timeout, no answer) is a lost
-response. Some clients abandon requests mid-flight (the engine must drop that work). The server's RSS is
-sampled from /proc/<pid>/status throughout.
+response. Some clients abandon requests mid-flight (the engine must drop that work).
 """
 
 from __future__ import annotations
@@ -14,13 +13,11 @@ import base64
 import json
 import random
 import socket
-import statistics
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -277,103 +274,3 @@ def _status_of(message: str) -> int | str:
         head = message.split()[1]
         return int(head) if head.isdigit() else "mismatch"
     return "mismatch"
-
-
-class RssSampler:
-    """VmRSS of ``pid`` every ``interval`` seconds, in a thread."""
-
-    def __init__(self, pid: int | None, interval: float = 0.5):
-        self.pid, self.interval = pid, interval
-        self.samples: list[tuple[float, float]] = []  # (seconds since start, MB)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def rss_mb(self) -> float | None:
-        if self.pid is None:
-            return None
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return None
-
-    def _run(self) -> None:
-        started = time.monotonic()
-        while not self._stop.is_set():
-            rss = self.rss_mb()
-            if rss is not None:
-                self.samples.append((time.monotonic() - started, rss))
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def window(self, start: float, end: float) -> list[float]:
-        """Samples taken between fractions ``start`` and ``end`` of the run."""
-        if not self.samples:
-            return []
-        total = self.samples[-1][0] or 1.0
-        return [mb for t, mb in self.samples if start * total <= t <= end * total]
-
-
-@dataclass
-class Report:
-    seconds: float
-    clients: int
-    stats: Stats
-    rss_start: float | None
-    rss_mid: float | None
-    rss_end: float | None
-    rss_peak: float | None
-
-    @property
-    def total(self) -> int:
-        return sum(self.stats.requests.values())
-
-    @property
-    def server_errors(self) -> int:
-        return sum(v for k, v in self.stats.statuses.items() if isinstance(k, int) and k >= 500)
-
-    @property
-    def second_half_growth(self) -> float | None:
-        return None if self.rss_mid is None else self.rss_end - self.rss_mid
-
-    def lines(self) -> list[str]:
-        lat = sorted(self.stats.latencies) or [0.0]
-        by_status = dict(sorted(self.stats.statuses.items(), key=lambda kv: str(kv[0])))
-        out = [(f"{self.total} requests in {self.seconds:.1f}s from {self.clients} clients = "
-               f"{self.total / self.seconds:.1f} req/s; latency p50 {lat[len(lat) // 2] * 1000:.0f} ms, "
-               f"p99 {lat[int(len(lat) * 0.99)] * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms"),
-               f"by kind: {dict(sorted(self.stats.requests.items()))}",
-               f"by status: {by_status}",
-               (f"problems (lost or mismatched): {sum(self.stats.problem_count.values())} "
-               f"{dict(self.stats.problem_count)}")]
-        if self.rss_start is not None:
-            out.append(f"server RSS MB: start {self.rss_start:.0f}, half-time {self.rss_mid:.0f}, end {self.rss_end:.0f}, "
-                       f"peak {self.rss_peak:.0f}; second-half growth {self.second_half_growth:+.1f} MB")
-        out += [f"  {p}" for p in self.stats.problems[:10]]
-        return out
-
-
-def run_load(base: str, exp: Expected, seconds: float = 60.0, clients: int = 12, pid: int | None = None,
-             seed: int = 1) -> Report:
-    stats = Stats()
-    deadline = time.monotonic() + seconds
-    with RssSampler(pid) as rss:
-        started = time.monotonic()
-        threads = [threading.Thread(target=Client(base, exp, stats, seed * 1000 + i).run, args=(deadline,))
-                   for i in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(seconds + 300)
-        elapsed = time.monotonic() - started
-        time.sleep(1.0)  # one more sample after the last answers
-    med = lambda xs: statistics.median(xs) if xs else None
-    all_mb = [mb for _, mb in rss.samples]
-    return Report(elapsed, clients, stats, med(rss.window(0.0, 0.05)), med(rss.window(0.45, 0.55)),
-                  med(rss.window(0.95, 1.0)), max(all_mb) if all_mb else None)
