@@ -31,6 +31,17 @@ def percentile(values: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+def bulk_result(n_texts: int, elapsed: float, batch_ms: list[float], batch_size: int = 32) -> dict:
+    """Throughput and full-batch times (the last, partial batch left out) of a bulk reference run."""
+    full = batch_ms[:-1] if n_texts % batch_size and len(batch_ms) > 1 else batch_ms
+    return {
+        "sentences_per_s": n_texts / elapsed,
+        "elapsed_s": elapsed,
+        "batch_ms_median": statistics.median(full),
+        "batch_ms_max": max(full),
+    }
+
+
 class RawModel:
     """AutoTokenizer + AutoModel from a local folder, mean pooling + L2 (MiniLM recipe)."""
 
@@ -54,28 +65,31 @@ class RawModel:
                        return_tensors="pt")
         return self._forward_pool(enc)
 
-    def bulk(self, texts: list[str], batch_size: int = 32, sort: bool = True) -> dict:
-        """Batched embedding of all texts (length-sorted unless `sort=False`), whole pipeline."""
+    def batches(self, texts: list[str], batch_size: int = 32, sort: bool = True) -> tuple[float, list]:
+        """Tokenise all texts and cut their ids into batches (length-sorted unless `sort=False`).
+
+        Returns (seconds it took, batches): the tokenising is part of the reference's time."""
         t0 = time.perf_counter()
         ids = self.tok(texts, truncation=True, max_length=MAX_SEQ_LEN)["input_ids"]
         order = list(range(len(ids)))
         if sort:
             order.sort(key=lambda i: len(ids[i]))
-        batch_ms: list[float] = []
-        for s in range(0, len(order), batch_size):
-            b0 = time.perf_counter()
-            feats = {"input_ids": [ids[i] for i in order[s : s + batch_size]]}
-            enc = self.tok.pad(feats, return_tensors="pt", return_attention_mask=True)
-            self._forward_pool(enc)
-            batch_ms.append((time.perf_counter() - b0) * 1e3)
-        elapsed = time.perf_counter() - t0
-        full = batch_ms[:-1] if len(texts) % batch_size and len(batch_ms) > 1 else batch_ms
-        return {
-            "sentences_per_s": len(texts) / elapsed,
-            "elapsed_s": elapsed,
-            "batch_ms_median": statistics.median(full),
-            "batch_ms_max": max(full),
-        }
+        batches = [[ids[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+        return time.perf_counter() - t0, batches
+
+    def run_batch(self, ids: list[list[int]]) -> float:
+        """Pad, forward, pool and normalise one batch of ids; its time in ms."""
+        b0 = time.perf_counter()
+        enc = self.tok.pad({"input_ids": ids}, return_tensors="pt", return_attention_mask=True)
+        self._forward_pool(enc)
+        return (time.perf_counter() - b0) * 1e3
+
+    def bulk(self, texts: list[str], batch_size: int = 32, sort: bool = True) -> dict:
+        """Batched embedding of all texts (length-sorted unless `sort=False`), whole pipeline."""
+        t0 = time.perf_counter()
+        _, batches = self.batches(texts, batch_size, sort)
+        batch_ms = [self.run_batch(b) for b in batches]
+        return bulk_result(len(texts), time.perf_counter() - t0, batch_ms, batch_size)
 
     def single(self, text: str, reps: int = 200, warmup: int = 10) -> dict:
         """Tokenise + forward + pool + normalise one sentence, `reps` times (ms)."""

@@ -184,7 +184,8 @@ def markdown(r: dict) -> str:
     per_round = round_ratios(r)
     if len(per_round["bulk"]) > 1:
         lines += ["", f"Bulk, concurrency and single latency: median of {len(per_round['bulk'])} paired rounds "
-                  "(reference and server scenario back to back); the tables show the median round. Per-round "
+                  "(reference and server scenario back to back; for bulk, interleaved batch by batch); the tables show "
+                  "the median round. Per-round "
                   "ratios: " + "; ".join(f"{name} " + ", ".join(f"{v:.2f}" for v in values)
                                          for name, values in per_round.items()) + "."]
     if diagnostics(r):

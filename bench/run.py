@@ -15,12 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import load, reference, report, workload
+from . import load, paired, reference, report, workload
 from .cpumeter import CpuMeter, wait_quiet
 from .report import NOISY
 from .server import Server
 
-FULL = dict(n_sentences=2000, single_reps=200, per_client=50, big_inputs=2048, rounds=3)
+FULL = dict(n_sentences=2000, single_reps=200, per_client=50, big_inputs=2048, rounds=5)
 QUICK = dict(n_sentences=256, single_reps=30, per_client=10, big_inputs=256, rounds=1)
 
 
@@ -145,11 +145,12 @@ def run(args: argparse.Namespace) -> dict:
         # so that the machine's drift over minutes (+-30% on a shared VM) hits both sides alike.
         rounds = []
         for n in range(cfg["rounds"]):
-            log(f"round {n + 1}/{cfg['rounds']}: raw forward | bulk 1 client | in-process single | "
+            log(f"round {n + 1}/{cfg['rounds']}: raw forward and bulk 1 client, interleaved | in-process single | "
                 f"{cfg['single_reps']} sequential | 8 x {cfg['per_client']} concurrent")
+            both = measure(lambda: paired.bulk(raw_model, url, texts, batches))
             rounds.append({
-                "raw_bulk": measure(lambda: raw_model.bulk(texts)),
-                "bulk_1": measure(lambda: load.bulk(url, batches, 1)),
+                "raw_bulk": dict(both["raw"], cpu=both["cpu"]),
+                "bulk_1": dict(both["server"], cpu=both["cpu"]),
                 "raw_single": measure(lambda: raw_model.single(q, reps=cfg["single_reps"])),
                 "single": measure(lambda: load.single(url, q, cfg["single_reps"])),
                 "concurrent": measure(lambda: load.concurrent(url, q, 8, cfg["per_client"])),
