@@ -8,7 +8,6 @@ import threading
 import numpy as np
 import pytest
 
-from embedding_server.engine.engine import _calibrated_cost
 from embedding_server.engine.heap import HeapTrimmer
 from embedding_server.engine.scheduler import CostModel
 from embedding_server.engine.worker import ModelWorker
@@ -107,29 +106,3 @@ def test_the_heap_is_released_after_loading_checked_after_batches_and_released_w
         assert not threading.Event().wait(0.5) and trimmer.calls[-1] == "release" and len(trimmer.calls) == 5
     finally:
         worker.stop(5)
-
-
-class _CostProbe:
-    """An encoder stand-in recording which of warm_up / calibrate the engine calls."""
-
-    def __init__(self, padding_free: bool):
-        self.padding_free, self.calls = padding_free, []
-
-    def warm_up(self) -> None:
-        self.calls.append("warm_up")
-
-    def calibrate(self) -> tuple[float, float]:
-        self.calls.append("calibrate")
-        return 20.0, 0.5  # 40 tokens of overhead
-
-
-@pytest.mark.parametrize("padding_free", [True, False])
-def test_cost_model_measured_only_where_padding_costs(padding_free):
-    """A padding-free encoder is only warmed up and gets padding weight 0 (batches cut by real tokens);
-    a padding one is calibrated: its overhead, in tokens, trades splits against padding."""
-    probe = _CostProbe(padding_free)
-    cost = _calibrated_cost(probe, "probe")
-    if padding_free:
-        assert probe.calls == ["warm_up"] and cost.padding_weight == 0.0
-    else:
-        assert probe.calls == ["calibrate"] and cost == CostModel(overhead=40.0, per_token=1.0, padding_weight=1.0)
