@@ -148,6 +148,33 @@ def test_relative_position_models_keep_the_transformers_forward(tiny_models_dir,
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+def test_exact_gelu_runs_in_place_and_other_activations_keep_their_module(pair):
+    fast, _ = pair
+    assert all(layer.gelu_in_place for layer in fast._packed.layers)  # the tiny checkpoints use "gelu"
+    assert packed_module._is_exact_gelu(F.gelu)
+    from transformers.activations import ACT2FN
+    for name in ("gelu_new", "gelu_python", "relu", "silu"):
+        assert not packed_module._is_exact_gelu(ACT2FN[name]), name
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_new"])
+def test_the_padding_free_forward_matches_with_either_gelu(tiny_models_dir, tmp_path, activation):
+    """In-place exact GELU only where the model's own is exact; the tanh one keeps its module."""
+    import json
+    import shutil
+
+    path = tmp_path / activation
+    shutil.copytree(tiny_models_dir / "tiny-bert", path)
+    config = json.loads((path / "config.json").read_text())
+    config["hidden_act"] = activation
+    (path / "config.json").write_text(json.dumps(config))
+    fast, standard = SentenceEncoder(path), SentenceEncoder(path, padding_free=False)
+    assert fast.padding_free
+    assert all(layer.gelu_in_place == (activation == "gelu") for layer in fast._packed.layers)
+    batch = _random_batch(fast, LENGTHS)
+    np.testing.assert_allclose(fast.embed(batch), standard.embed(batch), atol=2e-6)
+
+
 def test_an_unrecognised_layer_structure_is_declined(pair):
     _, standard = pair
     layer = standard.model.encoder.layer[0]
