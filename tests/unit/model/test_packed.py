@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,15 +134,17 @@ def test_attention_groups_cover_everything_in_order_within_the_length_ratio():
     assert attention_groups([5]) == [(0, 1)]
 
 
-def test_relative_position_models_keep_the_transformers_forward(tiny_models_dir, tmp_path, caplog):
-    import json
-    import shutil
+def _tiny_bert_with(tiny_models_dir: Path, dest: Path, **config_changes) -> Path:
+    """A copy of the tiny BERT checkpoint with ``config_changes`` written into its config.json."""
+    shutil.copytree(tiny_models_dir / "tiny-bert", dest)
+    config = json.loads((dest / "config.json").read_text())
+    config.update(config_changes)
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
 
-    path = tmp_path / "relative"
-    shutil.copytree(tiny_models_dir / "tiny-bert", path)
-    config = json.loads((path / "config.json").read_text())
-    config["position_embedding_type"] = "relative_key"
-    (path / "config.json").write_text(json.dumps(config))
+
+def test_relative_position_models_keep_the_transformers_forward(tiny_models_dir, tmp_path, caplog):
+    path = _tiny_bert_with(tiny_models_dir, tmp_path / "relative", position_embedding_type="relative_key")
     with caplog.at_level(logging.INFO, logger=packed_module.__name__):
         encoder = SentenceEncoder(path)
     assert not encoder.padding_free
@@ -160,14 +165,7 @@ def test_exact_gelu_runs_in_place_and_other_activations_keep_their_module(pair):
 @pytest.mark.parametrize("activation", ["gelu", "gelu_new"])
 def test_the_padding_free_forward_matches_with_either_gelu(tiny_models_dir, tmp_path, activation):
     """In-place exact GELU only where the model's own is exact; the tanh one keeps its module."""
-    import json
-    import shutil
-
-    path = tmp_path / activation
-    shutil.copytree(tiny_models_dir / "tiny-bert", path)
-    config = json.loads((path / "config.json").read_text())
-    config["hidden_act"] = activation
-    (path / "config.json").write_text(json.dumps(config))
+    path = _tiny_bert_with(tiny_models_dir, tmp_path / activation, hidden_act=activation)
     fast, standard = SentenceEncoder(path), SentenceEncoder(path, padding_free=False)
     assert fast.padding_free
     assert all(layer.gelu_in_place == (activation == "gelu") for layer in fast._packed.layers)
