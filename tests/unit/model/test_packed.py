@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from embedding_server.model import packed as packed_module
 from embedding_server.model.dense import SHORT_TOKENS, Dense, blocked_kernels_available
 from embedding_server.model.encoder import SentenceEncoder
-from embedding_server.model.packed import PackedEncoder, attention_groups, pad_batch
+from embedding_server.model.packed import PackedEncoder, pad_batch
 from embedding_server.model.pooling import POOLING_MODES, pool, pool_packed
 
 # Unsorted, with repeats (equal-length attention groups), a long outlier and a singleton length.
@@ -86,7 +86,7 @@ def test_vectors_match_the_transformers_forward_for_every_pooling(pair, mode):
     fast, standard = pair
     fast.pooling = standard.pooling = mode
     try:
-        for lengths in (LENGTHS, [12], [7, 7, 7]):
+        for lengths in (LENGTHS, [12], [7, 7, 7], [11, 10]):  # many groups; one sequence; one group, unpadded; one, padded
             batch = _random_batch(fast, lengths, seed=len(lengths))
             a, b = fast.embed(batch), standard.embed(batch)
             assert a.dtype == np.float32 and a.shape == b.shape == (len(lengths), fast.details.dimension)
@@ -120,18 +120,6 @@ def test_pool_packed_equals_pool_on_the_padded_layout(mode):
 def test_pool_packed_rejects_an_unknown_mode():
     with pytest.raises(ValueError, match="unknown pooling"):
         pool_packed(torch.zeros(2, 3), [2], "median")
-
-
-def test_attention_groups_cover_everything_in_order_within_the_length_ratio():
-    lengths = sorted(random.Random(5).randint(3, 200) for _ in range(300))
-    groups = attention_groups(lengths)
-    assert groups[0][0] == 0 and groups[-1][1] == len(lengths)
-    assert all(end == nxt for (_, end), (nxt, _) in zip(groups, groups[1:]))
-    assert all(lengths[end - 1] <= lengths[start] * packed_module._GROUP_RATIO for start, end in groups)
-    # Maximal: the next group's first length would break the ratio of the previous group.
-    assert all(lengths[end] > lengths[start] * packed_module._GROUP_RATIO for start, end in groups[:-1])
-    assert attention_groups([8, 8, 8]) == [(0, 3)]
-    assert attention_groups([5]) == [(0, 1)]
 
 
 def _tiny_bert_with(tiny_models_dir: Path, dest: Path, **config_changes) -> Path:
@@ -223,19 +211,3 @@ def test_a_failing_self_check_keeps_the_transformers_forward(pair, monkeypatch, 
     with caplog.at_level(logging.INFO, logger=packed_module.__name__):
         assert PackedEncoder.build(standard.model, standard._wants_token_types, standard.pad_id) is None
     assert "self-check failed: IndexError" in caplog.text
-
-
-@pytest.mark.parametrize("n, length, masked", [(8, 13, False), (5, 40, True), (6, packed_module._PLAIN_ATTENTION_LENGTH, True)])
-def test_plain_attention_equals_torchs_fused_kernel(n, length, masked):
-    """Short groups take two batched products instead of scaled_dot_product_attention: same values."""
-    generator = torch.Generator().manual_seed(n)
-    q, k, v = (torch.randn(n, 4, length, 16, generator=generator) for _ in range(3))
-    lengths = torch.randint(1, length + 1, (n,), generator=generator)
-    lengths[0] = length
-    mask = torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1) if masked else None
-    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.view(n, 1, 1, length) if masked else None)
-    got = packed_module._attention(q, k, v, mask)
-    if masked:  # rows of padding queries are dropped by the caller; compare real query rows only
-        keep = mask.view(n, 1, length, 1).expand_as(got)
-        got, expected = got[keep], expected[keep]
-    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
