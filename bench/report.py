@@ -91,7 +91,7 @@ def targets(r: dict) -> list[dict]:
 
 
 def _fmt(v: float, unit: str) -> str:
-    return f"{v:.2f}x" if unit == "x" else f"{v:.0f} {unit}"
+    return f"{v:.3f}x" if unit == "x" else f"{v:.0f} {unit}"  # 3 decimals: a ratio can sit right at its threshold
 
 
 def _sps(v: float | None) -> str:
@@ -186,7 +186,7 @@ def markdown(r: dict) -> str:
         lines += ["", f"Bulk, concurrency and single latency: median of {len(per_round['bulk'])} paired rounds "
                   "(reference and server scenario back to back; for bulk, interleaved batch by batch); the tables show "
                   "the median round. Per-round "
-                  "ratios: " + "; ".join(f"{name} " + ", ".join(f"{v:.2f}" for v in values)
+                  "ratios: " + "; ".join(f"{name} " + ", ".join(f"{v:.3f}" for v in values)
                                          for name, values in per_round.items()) + "."]
     if diagnostics(r):
         lines += ["", "Server overhead (diagnostic, not targets): " + "; ".join(diagnostics(r)) + "."]
