@@ -27,7 +27,6 @@ from .dense import SHORT_TOKENS, Dense, blocked_kernels_available
 log = logging.getLogger(__name__)
 
 
-
 def _fuse(modules) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack the Linear modules' weights and biases; the modules then hold views of the stack."""
     weight = torch.cat([m.weight.detach() for m in modules]).contiguous()
@@ -191,6 +190,7 @@ class PackedEncoder:
         up = layer.up(x)
         up = torch.ops.aten.gelu_(up) if layer.gelu_in_place else layer.activation(up)
         return F.layer_norm(layer.down(up).add_(x), (hidden,), layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
+
 
 def standard_forward(model, ids: torch.Tensor, mask: torch.Tensor, wants_token_types: bool) -> torch.Tensor:
     """The transformers forward's last hidden state (batch, longest, hidden) for ``pad_batch`` output."""
