@@ -7,6 +7,7 @@ import platform
 import pytest
 
 from embedding_server.engine.heap import HeapTrimmer
+from tests.support.heap import fragment_heap
 
 
 def _rss_mb() -> float:
@@ -15,15 +16,6 @@ def _rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
-
-
-def _fragment_heap(mb: int) -> bytearray:
-    """Leave ``mb`` MB free inside the heap: blocks under the mmap threshold, then a block above them
-    that stays allocated, so that glibc cannot give the freed ones back by shrinking the heap top."""
-    blocks = [bytearray(64 * 1024) for _ in range(mb * 16)]  # 64 KB: heap, not mmap
-    keeper = bytearray(64 * 1024)
-    del blocks
-    return keeper
 
 
 def test_disabled_trimmer_does_nothing():
@@ -63,7 +55,7 @@ def test_the_limit_is_on_growth_since_the_last_trim_not_on_the_resident_total():
 @needs_glibc
 def test_trim_returns_free_heap_memory_to_the_os_only_over_the_limit():
     trimmer = HeapTrimmer(64, interval=3600)
-    keeper = _fragment_heap(128)
+    keeper = fragment_heap(128)
     before = _rss_mb()
     assert trimmer.grown_bytes() > 64 * 2**20
     assert trimmer.maybe_trim(force=True) is True and trimmer.trims == 1
@@ -78,7 +70,7 @@ def test_free_blocks_already_given_back_do_not_trigger_another_trim():
     """The free blocks stay in glibc's free count after a trim; trimming again on that count after
     every batch made each batch fault its working memory back in (bulk throughput -10-15%)."""
     trimmer = HeapTrimmer(64, interval=3600)
-    keeper = _fragment_heap(128)
+    keeper = fragment_heap(128)
     assert trimmer.maybe_trim(force=True) is True
     assert trimmer.maybe_trim(force=True) is False and trimmer.trims == 1
     del keeper
@@ -86,7 +78,7 @@ def test_free_blocks_already_given_back_do_not_trigger_another_trim():
 
 @needs_glibc
 def test_release_trims_whatever_the_limit():
-    keeper = _fragment_heap(96)
+    keeper = fragment_heap(96)
     trimmer = HeapTrimmer(100_000)
     before = _rss_mb()
     trimmer.release()

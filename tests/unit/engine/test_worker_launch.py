@@ -11,6 +11,7 @@ import pytest
 from embedding_server.engine.heap import HeapTrimmer
 from embedding_server.engine.scheduler import CostModel
 from embedding_server.engine.worker import ModelWorker
+from tests.support.heap import fragment_heap
 
 LIMITS = {"max_batch_tokens": 1000, "max_batch_size": 8, "max_queued_inputs": 100}
 
@@ -117,9 +118,7 @@ class FragmentingEmbedder:
 
     def embed(self, batch):
         if self.keeper is None:
-            blocks = [bytearray(64 * 1024) for _ in range(96 * 16)]
-            self.keeper = bytearray(64 * 1024)
-            del blocks
+            self.keeper = fragment_heap(96)
         return np.ones((len(batch), 2), np.float32)
 
 
