@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     padding_free: bool = Field(True, description="Skip padding tokens in the dense layers of BERT/XLM-R-style models (checked against the transformers forward at load; `false` = always the transformers forward).")
     short_batch_copy_mb: int = Field(256, ge=0, description="With the padding-free forward, keep a second copy of a model's dense weights in oneDNN's blocked layout for passes of at most 128 tokens (single queries about 20% faster, batches of 8 queries about 15%) when those weights take at most this many MB (all-MiniLM-L6-v2: 42); 0 = never.")
     heap_trim_mb: int = Field(256, ge=0, description="While batches run, give the C allocator's (glibc) free memory back to the OS once resident memory has grown by more than this many MB since it last did; after 1 s without work, always. Lower saves memory and costs bulk throughput; 0 = never.")
-    max_batch_tokens: int = Field(2048, ge=1, description="Token budget of one forward pass: padded length x batch size (bounds how long a query can wait behind bulk work). An input longer than this still runs, alone.")
+    max_batch_tokens: int = Field(2048, ge=1, description="Token budget of one forward pass: the tokens it computes, i.e. padded length x batch size, or the real tokens for the padding-free forward (bounds how long a query can wait behind bulk work). An input longer than this still runs, alone.")
     max_batch_size: int = Field(32, ge=1, description="Most inputs in one forward pass.")
     max_inputs: int = Field(2048, ge=1, description="Most inputs in one request.")
     max_request_tokens: int = Field(300_000, ge=1, description="Most tokens (after truncation) in one request.")

@@ -10,8 +10,9 @@ Pure functions over plain data, so the policy is testable without a model:
    other batch.
 2. Packing: the chosen candidates are sorted by token length and cut where a batch's
    estimated cost (a fixed per-forward overhead plus tokens, padding included at the
-   model's padding weight) is lowest, within the token budget (padded length x count)
-   and the batch-size cap.
+   model's padding weight) is lowest, within the token budget and the batch-size cap.
+   The budget counts the tokens a forward computes: padded length x count for a forward
+   that computes on padding (weight 1), the real tokens for a padding-free one (weight 0).
 """
 
 from __future__ import annotations
@@ -39,11 +40,16 @@ class CostModel:
     per_token: float = 1.0
     padding_weight: float = 1.0
 
-    def batch_cost(self, count: int, padded_length: int, tokens: int | None = None) -> float:
-        """Cost of one forward of ``count`` inputs padded to ``padded_length`` (``tokens`` real ones)."""
+    def computed_tokens(self, count: int, padded_length: int, tokens: int | None = None) -> float:
+        """Tokens one forward of ``count`` inputs padded to ``padded_length`` (``tokens`` real ones)
+        computes: the real ones plus the padding at its weight."""
         padded = count * padded_length
         real = padded if tokens is None else tokens
-        return self.overhead + self.per_token * (real + self.padding_weight * (padded - real))
+        return real + self.padding_weight * (padded - real)
+
+    def batch_cost(self, count: int, padded_length: int, tokens: int | None = None) -> float:
+        """Cost of one forward of ``count`` inputs padded to ``padded_length`` (``tokens`` real ones)."""
+        return self.overhead + self.per_token * self.computed_tokens(count, padded_length, tokens)
 
 
 def fair_order(queues: Sequence[Sequence[Pending]], limit: int | None = None) -> list[Pending]:
@@ -61,10 +67,6 @@ def fair_order(queues: Sequence[Sequence[Pending]], limit: int | None = None) ->
                 if limit is not None and len(out) >= limit:
                     return out
     return out
-
-
-def _fits(count: int, padded: int, max_tokens: int, max_size: int) -> bool:
-    return count <= max_size and count * padded <= max_tokens
 
 
 def is_small(queue: Sequence[Pending], max_size: int) -> bool:
@@ -90,15 +92,15 @@ def plan_batch(
     order = fair_order(queues, limit=max_size)
     if not order:
         return []
-    # Candidates: a prefix of the fair order that fits one batch when padded to its longest.
+    # Candidates: a prefix of the fair order whose computed tokens fit the budget.
     candidates = [order[0]]
-    longest = order[0].length
+    longest, tokens = order[0].length, order[0].length
     for item in order[1:]:
         padded = max(longest, item.length)
-        if not _fits(len(candidates) + 1, padded, max_tokens, max_size):
+        if cost.computed_tokens(len(candidates) + 1, padded, tokens + item.length) > max_tokens:
             break
         candidates.append(item)
-        longest = padded
+        longest, tokens = padded, tokens + item.length
     head = order[0]
     candidates.sort(key=lambda p: p.length)
     segments = cut_segments([p.length for p in candidates], cost)

@@ -202,15 +202,22 @@ class SentenceEncoder:
             raise InputTooLong(0, len(ids) + len(prefix) + len(suffix), self.context_length)
         return prefix + list(ids[:room]) + suffix
 
+    def _calibration_batches(self) -> tuple[list[list[int]], list[list[int]]]:
+        filler = self._template[0] + [self.pad_id + 1] * 62 + self._template[1]
+        return [filler[:32]] * 2, [filler[:64]] * 16  # 64 and 1,024 tokens: typical segment sizes
+
+    def warm_up(self) -> None:
+        """One small and one large forward: the first calls pay one-off allocation costs."""
+        for batch in self._calibration_batches():
+            self.embed(batch)
+
     def calibrate(self) -> tuple[float, float]:
         """Warm up and measure forward cost: (fixed overhead in ms, ms per padded token).
 
         The scheduler uses the ratio to decide when splitting a batch by length beats padding it.
         """
-        filler = self._template[0] + [self.pad_id + 1] * 62 + self._template[1]
-        small, large = [filler[:32]] * 2, [filler[:64]] * 16  # 64 and 1,024 tokens: typical segment sizes
-        self.embed(small)  # first calls pay one-off allocation costs
-        self.embed(large)
+        self.warm_up()
+        small, large = self._calibration_batches()
 
         def best(batch):
             runs = []

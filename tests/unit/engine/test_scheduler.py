@@ -223,3 +223,25 @@ def test_drain_many_requests_respects_limits_and_covers_everything():
     for batch in batches:
         assert len(batch) <= 32
         assert len(batch) == 1 or padded_cost(batch) <= 2048
+
+
+def test_plan_budget_counts_computed_tokens():
+    # Lengths 2, 2, 2, 10 in arrival order: padded to the longest that is 4 x 10 = 40 tokens, real 16.
+    mixed = [P(2, 0, "a"), P(2, 0, "b"), P(2, 0, "c"), P(10, 0, "d")]
+    padded = plan_batch([mixed], max_tokens=20, max_size=8, cost=CostModel(overhead=1e9, padding_weight=1.0))
+    assert tags(padded) == ["a", "b", "c"]  # adding d would compute 40 > 20 tokens
+    free = plan_batch([mixed], max_tokens=20, max_size=8, cost=CostModel(overhead=1e9, padding_weight=0.0))
+    assert sorted(tags(free)) == ["a", "b", "c", "d"]  # a padding-free forward computes the 16 real ones
+    assert tags(plan_batch([mixed], max_tokens=15, max_size=8, cost=CostModel(overhead=1e9, padding_weight=0.0))) \
+        == ["a", "b", "c"]
+
+
+def test_plan_padding_free_keeps_a_mixed_request_in_one_forward():
+    # 32 inputs of 16..110 tokens (a bulk request): the padding-free cost model never splits them.
+    lengths = [16 + (i * 37) % 95 for i in range(32)]
+    request = queue(0, lengths)
+    batch = plan_batch([request], max_tokens=sum(lengths), max_size=32,
+                       cost=CostModel(overhead=20, padding_weight=0.0))
+    assert len(batch) == 32
+    split = plan_batch([request], max_tokens=10_000, max_size=32, cost=CostModel(overhead=20, padding_weight=1.0))
+    assert len(split) < 32  # a padding forward cuts them by length instead
