@@ -249,7 +249,7 @@ class SentenceEncoder:
         lengths = [len(ids) for ids in batch]
         if self._packed is not None and min(lengths) > 0:
             with torch.inference_mode():
-                hidden = self._packed.forward(batch, self.pad_id)
+                hidden = self._packed.forward(batch)
                 return normalize(pool_packed(hidden, lengths, self.pooling)).float().numpy()
         ids, mask = pad_batch(batch, self.pad_id)
         with torch.inference_mode():

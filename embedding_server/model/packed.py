@@ -99,6 +99,9 @@ class PackedEncoder:
         self.hidden = int(config.hidden_size)
         self.heads = int(config.num_attention_heads)
         self.wants_token_types = wants_token_types
+        # RoBERTa-style embeddings number real tokens from padding_idx + 1; BERT's from 0.
+        padding_idx = getattr(model.embeddings, "padding_idx", None)
+        self.position_offset = 0 if padding_idx is None else int(padding_idx) + 1
 
     @property
     def dense_bytes(self) -> int:
@@ -151,7 +154,7 @@ class PackedEncoder:
             ids, mask = pad_batch(batch, pad_id)
             with torch.inference_mode():
                 expected = standard_forward(model, ids, mask, self.wants_token_types)[mask]
-                got = self.forward(batch, pad_id)
+                got = self.forward(batch)
             if got.shape != expected.shape:
                 return f"output shape {tuple(got.shape)} != {tuple(expected.shape)}"
             error = (got - expected).abs().max().item()
@@ -159,16 +162,11 @@ class PackedEncoder:
                 return f"differs from the standard forward by {error:.2e}"
         return None
 
-    def forward(self, batch: list[list[int]], pad_id: int) -> torch.Tensor:
+    def forward(self, batch: list[list[int]]) -> torch.Tensor:
         """Last hidden state of every real token: (sum of lengths, hidden), sequences in ``batch`` order."""
         order = sorted(range(len(batch)), key=lambda i: len(batch[i]))
         lengths = [len(batch[i]) for i in order]
-        ids, mask = pad_batch([batch[i] for i in order], pad_id)
-        token_types = torch.zeros_like(ids) if self.wants_token_types else None
-        embedded = self.embeddings(input_ids=ids, token_type_ids=token_types)
-        x = embedded.reshape(-1, self.hidden)
-        if lengths[0] != lengths[-1]:  # drop the padding rows
-            x = x[mask.reshape(-1)]
+        x = self._embed([batch[i] for i in order], lengths)
         groups = plan_groups(lengths)
         for layer in self.layers:
             x = self._layer(layer, x, groups)
@@ -180,6 +178,18 @@ class PackedEncoder:
             index = torch.cat([torch.arange(starts[position[i]], starts[position[i] + 1]) for i in range(len(batch))])
             x = x.index_select(0, index)
         return x
+
+    def _embed(self, batch: list[list[int]], lengths: list[int]) -> torch.Tensor:
+        """The embedding layer on the packed tokens: (sum of lengths, hidden), no padding rows. Each token's
+        position is passed explicitly (its index in its sequence, after the padding id for RoBERTa-style
+        embeddings), so the model's embedding module computes nothing for padding: with a 256-token input
+        among 31 short ones, the padded layout took 12 MB per intermediate of that module."""
+        total = sum(lengths)
+        ids = torch.from_numpy(np.fromiter((t for seq in batch for t in seq), dtype=np.int64, count=total))
+        starts = np.repeat(np.cumsum([0] + lengths[:-1]), lengths)
+        positions = torch.from_numpy(np.arange(total, dtype=np.int64) - starts + self.position_offset)
+        token_types = torch.zeros_like(ids)[None] if self.wants_token_types else None
+        return self.embeddings(input_ids=ids[None], token_type_ids=token_types, position_ids=positions[None])[0]
 
     def _layer(self, layer: _Layer, x: torch.Tensor, groups: list[Group]) -> torch.Tensor:
         hidden = self.hidden

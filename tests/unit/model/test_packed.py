@@ -76,9 +76,24 @@ def test_hidden_states_match_the_transformers_forward_in_caller_order(pair):
         if fast._wants_token_types:
             inputs["token_type_ids"] = torch.zeros_like(ids)
         expected = fast.model(**inputs).last_hidden_state[mask]  # row-major: sequence by sequence, caller order
-        got = fast._packed.forward(batch, fast.pad_id)
+        got = fast._packed.forward(batch)
     assert got.shape == (sum(LENGTHS), fast.details.dimension)
     assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
+def test_the_embedding_layer_runs_on_real_tokens_only(pair):
+    """A long input among short ones must not make the embedding layer build a (count, longest, hidden)
+    padded layout (that raised the soak's memory peak by ~200 MB)."""
+    fast, _ = pair
+    seen = []
+    hook = fast.model.embeddings.register_forward_hook(lambda module, args, kwargs, out: seen.append(out.shape),
+                                                       with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            fast._packed.forward(_random_batch(fast, LENGTHS))
+    finally:
+        hook.remove()
+    assert seen == [(1, sum(LENGTHS), fast.details.dimension)]
 
 
 @pytest.mark.parametrize("mode", POOLING_MODES)
