@@ -1,11 +1,16 @@
-"""Soak: 12 concurrent clients mixing valid and invalid requests for ~60 s against a live server with the
+"""Soak: 12 concurrent clients mixing valid and invalid requests for ~75 s against a live server with the
 real MiniLM. No 5xx, no lost or mismatched answer (every vector checked against vectors computed once up
-front, allclose 1e-5), and the server's memory stable: the load runs in two halves, and the RSS the server
-keeps once idle after the second is within 25 MB of what it kept after the first. Under load RSS also holds
-the allocator's free blocks, which the server trims past EMBED_HEAP_TRIM_MB: the second half's peak must
-stay within that allowance (plus 100 MB for the work in flight) over what was kept. Measured here: the
-kept RSS varies by up to ~15 MB between identical halves, and a planted leak of 128 KB per batch (about
-1.3 MB/s) fails the test; for slower leaks run bench/load_run.py for longer.
+front, allclose 1e-5), and the server's memory stable. After a 15 s warm-up the load runs in four parts,
+each followed by an idle pause, and the RSS the server keeps once idle is read after each.
+
+What is kept settles for minutes after start (oneDNN caches kernels by shape, the allocator's per-thread
+heaps fragment): measured over 29 parts of 15 s, steps of ~2 MB per part with an occasional one of up to
+~13 MB, then ~0.3 MB per part from the 5th minute on; two readings 30 s apart once differed by 26.9 MB. A
+leak grows what is kept in every part, so the test bounds the median growth per part (0.5 MB/s) and the
+total (40 MB). A planted leak of 128 KB per forward pass fails both; for slower leaks run
+bench/load_run.py for longer. Under load RSS also holds the allocator's free blocks, which the server trims
+past EMBED_HEAP_TRIM_MB: each part's peak must stay within that allowance (plus 100 MB for the work in
+flight) over what was kept before it.
 
 ROBUSTNESS_SOAK_SECONDS and ROBUSTNESS_SOAK_CLIENTS change the run; bench/load_run.py runs the same load
 against any server for as long as wanted.
@@ -32,7 +37,8 @@ from tests.integration.robustness.soak_run import run_soak
 
 SECONDS = float(os.environ.get("ROBUSTNESS_SOAK_SECONDS", "60"))
 CLIENTS = int(os.environ.get("ROBUSTNESS_SOAK_CLIENTS", "12"))
-MAX_KEPT_GROWTH_MB = 25.0
+MAX_GROWTH_RATE_MB_S = 0.5
+MAX_KEPT_GROWTH_MB = 40.0
 IN_FLIGHT_MB = 100.0
 DURATION_TOKENIZER_STRESS = 15.0
 
@@ -50,9 +56,10 @@ def test_mixed_load_soak(server):
     print("\n[soak] " + "\n[soak] ".join(soak.lines()))
     print(f"[soak] server-side 5xx counted by the server: {server_errors(server.base) or 'none'}")
     assert soak.total > CLIENTS * 10, "the load barely ran"
-    assert soak.server_errors == 0, [h.stats.statuses for h in soak.halves]
+    assert soak.server_errors == 0, [r.stats.statuses for r in soak.reports]
     assert not soak.problem_count, soak.problems
-    assert soak.kept_growth is not None and soak.kept_growth < MAX_KEPT_GROWTH_MB
+    assert soak.growth_rate is not None and soak.growth_rate < MAX_GROWTH_RATE_MB_S, soak.steps
+    assert soak.kept_growth < MAX_KEPT_GROWTH_MB, soak.steps
     allowance = Settings.model_fields["heap_trim_mb"].default + IN_FLIGHT_MB
     assert soak.peak_over_kept < allowance
     assert server.alive()
