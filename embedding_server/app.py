@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.engine = engine or Engine(settings)
         app.state.engine.on_batch = app.state.metrics.on_batch
         app.state.engine.on_load = app.state.metrics.on_load
+        app.state.engine.on_death = app.state.metrics.on_death
         app.state.metrics.watch_queues(app.state.engine.queued_inputs)
         app.state.load_error = None
         loading = asyncio.create_task(_load_default(app))

@@ -54,18 +54,24 @@ def _facts(entry: ModelEntry) -> dict:
     if entry.encoder is not None:
         d = entry.encoder.details
         arch, dim, ctx, params, pooling = d.architecture, d.dimension, d.context_length, d.parameters, d.pooling
+        dtype = getattr(d, "dtype", "float32")
     else:
         arch = str(config.get("model_type", "unknown"))
         dim = int(config.get("hidden_size", 0))
         ctx = int(config.get("max_position_embeddings", 0))
-        params, pooling = size // 4, None
-    return {"arch": arch, "dim": dim, "ctx": ctx, "params": params, "pooling": pooling,
+        params, pooling, dtype = size // 4, None, "float32"  # loaded as float32 (see SentenceEncoder)
+    return {"arch": arch, "dim": dim, "ctx": ctx, "params": params, "pooling": pooling, "dtype": dtype,
             "size": size, "modified": newest, "digest": digest}
+
+
+# Ollama's quantization_level names for the dtypes weights are served in.
+_QUANTIZATION_LEVELS = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 
 
 def _details(f: dict) -> dict:
     return {"parent_model": "", "format": "safetensors", "family": f["arch"], "families": [f["arch"]],
-            "parameter_size": _human_count(f["params"]), "quantization_level": "F32"}
+            "parameter_size": _human_count(f["params"]),
+            "quantization_level": _QUANTIZATION_LEVELS.get(f["dtype"], f["dtype"].upper())}
 
 
 def _tag(entry: ModelEntry, f: dict) -> dict:

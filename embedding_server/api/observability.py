@@ -36,6 +36,12 @@ class Metrics:
         self.inference_seconds = Histogram("embed_inference_seconds", "Forward-pass time per batch", ["model"],
                                            buckets=_SECONDS_BUCKETS, registry=r)
         self.batch_failures = Counter("embed_batch_failures", "Batches whose forward pass failed", ["model"], registry=r)
+        self.forward_fallbacks = Counter("embed_forward_fallbacks", "Batches whose padding-free forward raised and "
+                                         "were redone by the transformers forward", ["model"], registry=r)
+        self.batch_slices = Histogram("embed_batch_slices", "Slices a forward pass ran in (other work ran between "
+                                      "them)", ["model"], buckets=_BATCH_BUCKETS, registry=r)
+        self.worker_deaths = Counter("embed_worker_deaths", "Model worker threads that died (the model is then "
+                                     "reloaded)", ["model"], registry=r)
         self.load_seconds = Gauge("embed_model_load_seconds", "Time to load each model", ["model"], registry=r)
         self._queue_source = None
         r.register(_QueueDepth(self))
@@ -44,11 +50,18 @@ class Metrics:
         """Engine observer: called from the model's worker thread after each forward pass."""
         self.batch_size.labels(model).observe(stats.size)
         self.inference_seconds.labels(model).observe(stats.seconds)
+        self.batch_slices.labels(model).observe(stats.slices)
+        if stats.fallback:
+            self.forward_fallbacks.labels(model).inc()
         if stats.failed:
             self.batch_failures.labels(model).inc()
         else:
             self.inputs.labels(model).inc(stats.size)
             self.tokens.labels(model).inc(stats.tokens)
+
+    def on_death(self, model: str, reason: str) -> None:
+        """Engine observer: a model's worker thread died."""
+        self.worker_deaths.labels(model).inc()
 
     def on_load(self, model: str, seconds: float) -> None:
         self.load_seconds.labels(model).set(seconds)

@@ -15,10 +15,8 @@ router = APIRouter()
 @router.get("/health", summary="Liveness: default model loaded and its worker alive", response_model=Status,
             responses=NOT_READY)
 async def health(request: Request) -> Response:
-    engine = engine_of(request)
-    if engine.healthy():
-        return json_response({"status": "ok"})
-    return json_response({"status": "loading" if not request.app.state.load_error else "failed"}, 503)
+    status = "failed" if request.app.state.load_error else engine_of(request).health()
+    return json_response({"status": status}, 200 if status == "ok" else 503)
 
 
 @router.get("/ready", summary="Readiness: healthy and the last batch did not fail", response_model=Status,

@@ -35,6 +35,9 @@ class Engine:
         self.registry = ModelRegistry(discover(settings.models_dir), settings.aliases)
         self.on_batch: Callable[[str, BatchStats], None] | None = None  # observers, e.g. metrics
         self.on_load: Callable[[str, float], None] | None = None
+        self.on_death: Callable[[str, str], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reloading: asyncio.Future | None = None
         self._encoder_factory = encoder_factory or self._load_encoder
         self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize")
 
@@ -55,6 +58,8 @@ class Engine:
             cost_of=lambda encoder: _calibrated_cost(encoder, name),
             on_batch=lambda stats: self.on_batch and self.on_batch(name, stats),
             trimmer=HeapTrimmer(self.settings.heap_trim_mb),
+            slice_seconds=self.settings.slice_ms / 1000,
+            on_death=lambda reason: self._loop.call_soon_threadsafe(self._worker_died, entry, reason),
         )
         encoder = worker.embedder
         entry.encoder, entry.load_seconds, entry.loaded_at = encoder, time.perf_counter() - started, time.time()
@@ -66,7 +71,27 @@ class Engine:
 
     async def load_default(self) -> None:
         """Load the default model; raises ModelNotFound / ModelUnavailable on failure."""
+        self._loop = asyncio.get_running_loop()
         await self.registry.ensure_loaded(self.registry.resolve(self.settings.model), self._load)
+
+    def _worker_died(self, entry: ModelEntry, reason: str) -> None:
+        """On the event loop: a model's worker thread ended abnormally (its requests have been failed).
+        The model is dropped and loaded again: at once for the default model, else on its next request."""
+        if entry.worker is None or entry.worker.alive:
+            return
+        entry.worker = entry.encoder = None
+        entry.deaths += 1
+        if self.on_death:
+            self.on_death(entry.name, reason)
+        if entry is self.default_entry():
+            log.warning("reloading the default model %s", entry.name)
+            self._reloading = asyncio.ensure_future(self._reload(entry))
+
+    async def _reload(self, entry: ModelEntry) -> None:
+        try:
+            await self.registry.ensure_loaded(entry, self._load)
+        except Exception as exc:  # noqa: BLE001 - logged by the registry; /health says "failed"
+            log.error("default model %s could not be reloaded: %s", entry.name, exc)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish queued batches of every worker, then stop them."""
@@ -88,6 +113,15 @@ class Engine:
         entry = self.default_entry()
         return bool(entry and entry.loaded and entry.worker.alive)
 
+    def health(self) -> str:
+        """The default model's state: ok, loading, reloading (its worker died), or failed."""
+        entry = self.default_entry()
+        if entry is None or entry.error:
+            return "failed"
+        if entry.loaded and entry.worker.alive:
+            return "ok"
+        return "reloading" if entry.deaths else "loading"
+
     def ready(self) -> bool:
         """Healthy, and the last batch did not fail."""
         return self.healthy() and not self.default_entry().worker.last_batch_failed
@@ -98,6 +132,7 @@ class Engine:
     # ----- embedding -------------------------------------------------------------------
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         """Embed all inputs of ``request``, in order. Cancelling drops its queued work."""
+        self._loop = self._loop or asyncio.get_running_loop()
         entry = self.registry.resolve(request.model)
         load_ns = await self.registry.ensure_loaded(entry, self._load)
         encoder = entry.encoder
@@ -114,18 +149,20 @@ class Engine:
             ids = self._token_ids(encoder, request)
         else:
             ids = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, self._token_ids, encoder, request)
+        _check_rows(encoder, ids)
         counts = [len(x) for x in ids]
         if sum(counts) > self.settings.max_request_tokens:
             raise LimitExceeded(
                 f"too many tokens: {sum(counts)}, limit max_request_tokens={self.settings.max_request_tokens}",
                 param="input")
-        if not entry.worker.alive:
-            raise ModelUnavailable(f"model '{entry.name}' worker is not running")
-        ticket = entry.worker.submit(ids)
+        worker = entry.worker  # None if its thread died while this request was tokenized
+        if worker is None or not worker.alive:
+            raise ModelUnavailable(f"model '{entry.name}' stopped working and is being reloaded; retry")
+        ticket = worker.submit(ids)
         try:
             vectors = await ticket.future
         except asyncio.CancelledError:
-            entry.worker.cancel(ticket)
+            worker.cancel(ticket)
             raise
         return EmbedResult(entry.name, _shorten(vectors, request.dimensions), counts, load_ns)
 
@@ -151,7 +188,7 @@ class Engine:
 
     @staticmethod
     def _model_ids(encoder: SentenceEncoder, ids: list[int], index: int, truncate: bool) -> list[int]:
-        vocab = encoder.details.vocab_size
+        vocab = _rows(encoder)
         bad = next((i for i in ids if not 0 <= i < vocab), None)
         if bad is not None:
             raise InvalidInput(f"token id {bad} in input {index} is outside the model's vocabulary (size {vocab})",
@@ -170,6 +207,24 @@ INLINE_INPUTS, INLINE_CHARS = 8, 2048
 
 def _tokenize_inline(request: EmbedRequest) -> bool:
     return len(request.inputs) <= INLINE_INPUTS and sum(len(x) for x in request.inputs) <= INLINE_CHARS
+
+
+def _rows(encoder) -> int:
+    """Valid token ids are below this: the embedding matrix's rows (the tokenizer may know more tokens)."""
+    details = encoder.details
+    return getattr(details, "embedding_rows", 0) or details.vocab_size
+
+
+def _check_rows(encoder, ids: list[list[int]]) -> None:
+    """Refuse a request holding a token id the model has no embedding for (a tokenizer with added tokens
+    beyond the matrix): that input cannot run, and would otherwise fail the batch it shares."""
+    rows = getattr(encoder.details, "embedding_rows", 0)
+    if not rows or getattr(encoder.details, "vocab_size", 0) <= rows:
+        return
+    for index, seq in enumerate(ids):
+        if seq and max(seq) >= rows:
+            raise InvalidInput(f"input {index} holds token id {max(seq)}, which the model has no embedding for "
+                               f"(its vocabulary has {rows} rows)", param="input")
 
 
 def _calibrated_cost(encoder, name: str) -> CostModel:

@@ -38,6 +38,7 @@ class ModelEntry:
     worker: object | None = None
     loaded_at: float | None = None
     load_seconds: float = 0.0
+    deaths: int = 0  # times its worker thread died (it is then reloaded)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @property

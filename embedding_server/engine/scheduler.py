@@ -4,10 +4,10 @@ Pure functions over plain data, so the policy is testable without a model:
 
 1. Fairness: requests with fewer remaining inputs go first, and inputs are taken
    round-robin across requests. With ``only="small"`` a batch is formed from small
-   requests alone (a query does not share its forward pass with bulk inputs), with
-   ``only="large"`` from the others; the worker alternates the two while both wait, so a
-   query waits at most for the batch already running and bulk work still gets every
-   other batch.
+   (interactive) requests alone (a query does not share its forward pass with bulk inputs),
+   with ``only="large"`` from the others; the worker alternates the two while both wait, so
+   a query waits at most for one slice of the batch already running and bulk work still gets
+   every other turn.
 2. Packing: the chosen candidates are sorted by token length and cut where a batch's
    estimated cost (a fixed per-forward overhead plus tokens, padding included at the
    model's padding weight) is lowest, within the token budget and the batch-size cap.
@@ -69,9 +69,14 @@ def fair_order(queues: Sequence[Sequence[Pending]], limit: int | None = None) ->
     return out
 
 
+# Most tokens an interactive request may hold (a handful of queries). A single long document is not
+# interactive: it runs in slices, with interactive batches in between (see the worker).
+INTERACTIVE_TOKENS = 512
+
+
 def is_small(queue: Sequence[Pending], max_size: int) -> bool:
-    """A request small enough to count as interactive (a query, a handful of texts)."""
-    return len(queue) <= max(1, max_size // 4)
+    """A request small enough to count as interactive (a query, a handful of short texts)."""
+    return len(queue) <= max(1, max_size // 4) and sum(p.length for p in queue) <= INTERACTIVE_TOKENS
 
 
 def plan_batch(

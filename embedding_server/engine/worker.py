@@ -1,93 +1,70 @@
-"""One worker thread per loaded model: queues inputs, packs batches, runs the forward pass."""
+"""One worker thread per loaded model: takes batches from its queue and runs their forward passes.
+
+A batch of bulk work runs as a job in slices of about ``slice_seconds``; after each slice, waiting
+interactive requests (a few short inputs) get a batch of their own, run to the end, before bulk
+gets its next slice. So a query waits at most one slice, however long the document in front of it.
+A failing batch is retried request by request, so only the request that cannot run fails. If the
+thread itself dies, every waiting request fails at once and ``on_death`` tells the engine.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
+import math
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import numpy as np
 
-from .errors import InferenceFailed, Overloaded
+from ..model.job import EmbedJob, job_of
+from .errors import InferenceFailed, ModelUnavailable
 from .heap import HeapTrimmer
-from .scheduler import CostModel, is_small, plan_batch
+from .scheduler import CostModel
+from .work_queue import Item, Ticket, WorkQueue, settle
 
 log = logging.getLogger(__name__)
 
 
 class Embedder(Protocol):
-    """What the worker needs of a model: batched id lists in, normalised vectors out."""
+    """What the worker needs of a model: batched id lists in, normalised vectors out
+    (``start(batch, unit_ms) -> EmbedJob`` too, for forwards that can be sliced)."""
 
     def embed(self, batch: list[list[int]]) -> np.ndarray: ...
 
 
-@dataclass(eq=False)
-class _Ticket:
-    """One submitted request: its result rows fill in as batches complete."""
-
-    request_id: int
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
-    size: int
-    remaining: int
-    rows: np.ndarray | None = None
-    cancelled: bool = False
-
-
-@dataclass(eq=False)
-class _Item:
-    length: int
-    request_id: int
-    index: int
-    ids: list[int] = field(repr=False)
-    ticket: _Ticket = field(repr=False)
-
-
 @dataclass
 class BatchStats:
-    """Passed to the ``on_batch`` observer after every forward pass."""
+    """Passed to the ``on_batch`` observer after every forward pass, before its results are delivered."""
 
     size: int
     tokens: int
     padded_tokens: int
     seconds: float
     failed: bool
+    fallback: bool = False  # the padding-free forward raised and the transformers forward redid the batch
+    slices: int = 1
 
 
 class ModelWorker:
-    """Owns one model; turns concurrent submissions into well-packed batches."""
+    """Owns one model; turns concurrent submissions into well-packed batches, long ones in slices."""
 
-    def __init__(
-        self,
-        embedder: Embedder | None,
-        name: str,
-        max_batch_tokens: int,
-        max_batch_size: int,
-        max_queued_inputs: int,
-        cost: CostModel = CostModel(),
-        on_batch: Callable[[BatchStats], None] | None = None,
-        coalesce_seconds: float = 0.004,
-        trimmer: HeapTrimmer | None = None,
-    ):
+    def __init__(self, embedder: Embedder | None, name: str, max_batch_tokens: int, max_batch_size: int,
+                 max_queued_inputs: int, cost: CostModel = CostModel(),
+                 on_batch: Callable[[BatchStats], None] | None = None, coalesce_seconds: float = 0.004,
+                 trimmer: HeapTrimmer | None = None, slice_seconds: float = math.inf,
+                 on_death: Callable[[str], None] | None = None):
         self.embedder, self.name = embedder, name
-        self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
-        self.max_queued_inputs, self.cost, self.on_batch = max_queued_inputs, cost, on_batch
-        self._queues: dict[int, list[_Item]] = {}  # request id -> items sorted by length
-        self._queued = 0
-        self._cond = threading.Condition()
-        self._ids = itertools.count()
-        self._stopping = False
+        self.queue = WorkQueue(max_batch_tokens, max_batch_size, max_queued_inputs, cost, coalesce_seconds)
+        self.on_batch, self.on_death = on_batch, on_death
+        self.trimmer = trimmer  # returns freed heap memory to the OS between batches
+        self.slice_seconds = slice_seconds
         self._thread = threading.Thread(target=self._run, name=f"model-{name}", daemon=True)
         self.last_batch_failed = False
         self.batches_run = 0
-        self._last_requests = 0  # distinct requests in the last batch (see _coalesce)
-        self._skipped_bulk = False  # the last batch served only small requests while bulk waited
-        self.coalesce_seconds = coalesce_seconds
-        self.trimmer = trimmer  # returns freed heap memory to the OS between batches
+        self.died: str | None = None  # why the thread ended abnormally
+        self._running: list[list[Item]] = []  # batches with a job in progress (for failing them on death)
+        self._jobs: dict[int, EmbedJob] = {}  # id(batch) -> its unfinished sliced job
         self._factory: Callable[[], Embedder] | None = None  # see launch()
         self._cost_of: Callable[[Embedder], CostModel] | None = None
         self._loaded = threading.Event()
@@ -113,106 +90,44 @@ class ModelWorker:
             raise worker._load_error
         return worker
 
+    # ----- the event loop's side ------------------------------------------------------------
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._thread.is_alive() and self.died is None
 
     @property
     def queued_inputs(self) -> int:
-        return self._queued
+        return self.queue.queued_inputs
+
+    @property
+    def cost(self) -> CostModel:
+        return self.queue.cost
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Finish what is queued, then end the thread. True if it ended within ``timeout``."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
+        self.queue.stop()
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def submit(self, batch_ids: list[list[int]]) -> _Ticket:
+    def submit(self, batch_ids: list[list[int]]) -> Ticket:
         """Queue one request's inputs; its ticket's future resolves to a (n, dim) array."""
-        loop = asyncio.get_running_loop()
-        ticket = _Ticket(next(self._ids), loop.create_future(), loop, len(batch_ids), len(batch_ids))
-        if not batch_ids:
-            ticket.future.set_result(np.zeros((0, 0), np.float32))
-            return ticket
-        items = sorted(
-            (_Item(len(ids), ticket.request_id, i, ids, ticket) for i, ids in enumerate(batch_ids)),
-            key=lambda item: item.length,
-        )
-        with self._cond:
-            if self._stopping:
-                raise Overloaded("the server is shutting down")
-            if self._queued + len(items) > self.max_queued_inputs and self._queued > 0:
-                raise Overloaded(
-                    f"server busy: {self._queued} inputs queued, limit max_queued_inputs={self.max_queued_inputs}"
-                )
-            self._queues[ticket.request_id] = items
-            self._queued += len(items)
-            self._cond.notify()
-        return ticket
+        return self.queue.submit(batch_ids)
 
-    def cancel(self, ticket: _Ticket) -> None:
+    def cancel(self, ticket: Ticket) -> None:
         """Drop a request's queued inputs (its client went away)."""
-        with self._cond:
-            ticket.cancelled = True
-            dropped = self._queues.pop(ticket.request_id, [])
-            self._queued -= len(dropped)
+        self.queue.cancel(ticket)
 
-    def _take_batch(self, idle_timeout: float | None = None) -> list[_Item] | None:
-        """The next batch; None when stopping, or [] after ``idle_timeout`` seconds without work."""
-        with self._cond:
-            while not self._queues and not self._stopping:
-                if not self._cond.wait(idle_timeout) and not self._queues:
-                    return []
-            if not self._queues:
-                return None
-            self._coalesce()
-            queues = list(self._queues.values())
-            # Small requests get a batch of their own, unless the previous batch already skipped
-            # waiting bulk work: then it is bulk's turn.
-            batch = plan_batch(queues, self.max_batch_tokens, self.max_batch_size, self.cost,
-                               only="large" if self._skipped_bulk else "small")
-            served = {item.request_id for item in batch}
-            self._skipped_bulk = any(not is_small(q, self.max_batch_size) for q in queues) and all(
-                is_small(self._queues[r], self.max_batch_size) for r in served)
-            chosen = {id(item) for item in batch}
-            for request_id in {item.request_id for item in batch}:
-                rest = [item for item in self._queues[request_id] if id(item) not in chosen]
-                if rest:
-                    self._queues[request_id] = rest
-                else:
-                    del self._queues[request_id]
-            self._queued -= len(batch)
-            self._last_requests = len(served)
-            return batch
-
-    def _coalesce(self) -> None:
-        """Briefly wait for the concurrent clients seen in the last batch (called under the lock).
-
-        When the last batch served several requests and fewer are queued now, with too few
-        inputs to fill a batch, their next requests are usually a few milliseconds away: waiting
-        for them (at most ``coalesce_seconds``) turns alternating 1-and-7 batches into batches of 8.
-        A lone or sequential client never waits: its last batch served one request.
-        """
-        deadline = time.monotonic() + self.coalesce_seconds
-        while (len(self._queues) < self._last_requests and self._queued < self.max_batch_size
-               and not self._stopping):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._cond.wait(remaining)
-
+    # ----- the worker thread ----------------------------------------------------------------
     def _build(self) -> bool:
         """Run the factory on this thread (see launch); False if it failed."""
         try:
             if self._factory is not None:
                 self.embedder = self._factory()
                 if self._cost_of is not None:
-                    self.cost = self._cost_of(self.embedder)
+                    self.queue.cost = self._cost_of(self.embedder)
         except BaseException as exc:  # noqa: BLE001 - handed to launch()'s caller
             self._load_error = exc
             return False
@@ -223,39 +138,106 @@ class ModelWorker:
         return True
 
     def _run(self) -> None:
-        import torch
-
         if not self._build():
             return
-        trimmer, idle_trim = self.trimmer, None
-        with torch.inference_mode():
-            while (batch := self._take_batch(idle_trim)) is not None:
-                if not batch:  # a while without work: give back what the last burst left behind
-                    trimmer.release()
-                    idle_trim = None
-                    continue
-                self._run_batch(batch)
-                if trimmer is not None and trimmer.active:
-                    trimmer.maybe_trim()
-                    idle_trim = trimmer.idle_seconds
-
-    def _run_batch(self, batch: list[_Item]) -> None:
-        started = time.perf_counter()
-        tokens = sum(item.length for item in batch)
-        padded = len(batch) * max(item.length for item in batch)
         try:
-            vectors = self.embedder.embed([item.ids for item in batch])
-        except Exception as exc:  # noqa: BLE001 - isolate the failure to this batch's requests
-            log.exception("model %s: batch of %d inputs failed", self.name, len(batch))
-            self.last_batch_failed = True
-            error = InferenceFailed(f"inference failed for this batch: {type(exc).__name__}")
-            for ticket in {id(item.ticket): item.ticket for item in batch}.values():
-                self.cancel(ticket)
-                ticket.loop.call_soon_threadsafe(_settle, ticket.future, None, error)
-            self._observe(len(batch), tokens, padded, started, failed=True)
+            self._serve()
+        except BaseException as exc:  # noqa: BLE001 - the thread is ending: fail everything waiting
+            self._die(f"{type(exc).__name__}: {exc}")
+
+    def _serve(self) -> None:
+        import torch
+
+        bulk: list[Item] | None = None  # the batch whose job runs in slices
+        idle_trim = None
+        with torch.inference_mode():
+            while True:
+                if bulk is None:
+                    taken = self.queue.take(idle_trim)
+                    if taken is None:
+                        return
+                    batch, interactive = taken
+                    if not batch:  # a while without work: give back what the last burst left behind
+                        self.trimmer.release()
+                        idle_trim = None
+                        continue
+                    if interactive:
+                        self._run_whole(batch)
+                    else:
+                        bulk = self._slice(batch, self._begin(batch))
+                else:
+                    if (batch := self.queue.take_interactive()) is not None:
+                        self._run_whole(batch)  # between two slices of the bulk job
+                    bulk = self._slice(bulk, self._jobs[id(bulk)])
+                if self.trimmer is not None and self.trimmer.active:
+                    self.trimmer.maybe_trim()
+                    idle_trim = self.trimmer.idle_seconds
+
+    def _begin(self, batch: list[Item], sliced: bool = True) -> EmbedJob | None:
+        """``batch``'s job (cut in units of a quarter slice if ``sliced``), None if it could not start."""
+        unit_ms = self.slice_seconds * 1000 / 4 if sliced and math.isfinite(self.slice_seconds) else None
+        self._running.append(batch)
+        try:
+            return job_of(self.embedder, [item.ids for item in batch], unit_ms)
+        except Exception as exc:  # noqa: BLE001
+            self._running.remove(batch)
+            self._recover(batch, exc)
+            return None
+
+    def _slice(self, batch: list[Item], job: EmbedJob | None, seconds: float | None = None) -> list[Item] | None:
+        """One slice of ``batch``'s job (``seconds``, default ``slice_seconds``): the batch again if unfinished,
+        None once delivered, failed or abandoned."""
+        if job is None:
+            return None
+        if all(item.ticket.cancelled for item in batch):  # every client of this batch left: stop computing it
+            self._end(batch)
+            return None
+        try:
+            if not job.run(self.slice_seconds if seconds is None else seconds):
+                self._jobs[id(batch)] = job
+                return batch
+        except Exception as exc:  # noqa: BLE001 - isolated to the requests that cannot run
+            self._end(batch)
+            self._recover(batch, exc, job.seconds)
+            return None
+        self._end(batch)
+        self._deliver(batch, job)
+        return None
+
+    def _run_whole(self, batch: list[Item]) -> None:
+        """Run ``batch`` to the end at once (interactive work, or a retry)."""
+        self._slice(batch, self._begin(batch, sliced=False), math.inf)
+
+    def _end(self, batch: list[Item]) -> None:
+        self._running.remove(batch)
+        self._jobs.pop(id(batch), None)
+
+    def _recover(self, batch: list[Item], exc: Exception, seconds: float = 0.0) -> None:
+        """A batch failed: retry each of its requests alone, so only the one that cannot run fails."""
+        requests: dict[int, list[Item]] = {}
+        for item in batch:
+            requests.setdefault(item.request_id, []).append(item)
+        if len(requests) > 1:
+            log.warning("model %s: batch of %d inputs from %d requests failed (%s: %s); retrying each request "
+                        "alone", self.name, len(batch), len(requests), type(exc).__name__, exc)
+            for items in requests.values():
+                if not items[0].ticket.cancelled:
+                    self._run_whole(items)
             return
+        log.error("model %s: batch of %d inputs failed: %s: %s", self.name, len(batch), type(exc).__name__, exc,
+                  exc_info=exc)
+        self.last_batch_failed = True
+        self._observe(batch, seconds, failed=True)
+        ticket = batch[0].ticket
+        self.queue.cancel(ticket)  # the rest of this request would fail too: drop it
+        settle(ticket, error=InferenceFailed(f"inference failed for this batch: {type(exc).__name__}"))
+
+    def _deliver(self, batch: list[Item], job: EmbedJob) -> None:
+        """Metrics first (so that a client reading them after its answer sees its batch), then the rows."""
+        vectors = job.result
         self.last_batch_failed = False
         self.batches_run += 1
+        self._observe(batch, job.seconds, failed=False, fallback=job.fell_back is not None, slices=job.slices)
         for item, row in zip(batch, vectors):
             ticket = item.ticket
             if ticket.cancelled:
@@ -265,18 +247,22 @@ class ModelWorker:
             ticket.rows[item.index] = row
             ticket.remaining -= 1
             if ticket.remaining == 0:
-                ticket.loop.call_soon_threadsafe(_settle, ticket.future, ticket.rows, None)
-        self._observe(len(batch), tokens, padded, started, failed=False)
+                settle(ticket, ticket.rows)
 
-    def _observe(self, size: int, tokens: int, padded: int, started: float, failed: bool) -> None:
+    def _observe(self, batch: list[Item], seconds: float, failed: bool, fallback: bool = False,
+                 slices: int = 1) -> None:
         if self.on_batch is not None:
-            self.on_batch(BatchStats(size, tokens, padded, time.perf_counter() - started, failed))
+            tokens = sum(item.length for item in batch)
+            padded = len(batch) * max(item.length for item in batch)
+            self.on_batch(BatchStats(len(batch), tokens, padded, seconds, failed, fallback, slices))
 
-
-def _settle(future: asyncio.Future, value, error) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)
+    def _die(self, reason: str) -> None:
+        """The thread is ending abnormally: refuse new work, fail all waiting and running requests at once."""
+        self.died = reason
+        log.critical("model %s: worker thread died (%s); its waiting requests are failed", self.name, reason)
+        error = ModelUnavailable(f"model '{self.name}' stopped working and is being reloaded; retry")
+        tickets = self.queue.close(error) + [item.ticket for batch in self._running for item in batch]
+        for ticket in {id(t): t for t in tickets}.values():
+            settle(ticket, error=error)
+        if self.on_death is not None:
+            self.on_death(reason)

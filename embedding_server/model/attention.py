@@ -60,11 +60,23 @@ def plan_groups(lengths: list[int]) -> list[Group]:
 
 
 def attend(qkv: torch.Tensor, groups: list[Group], heads: int) -> torch.Tensor:
-    """Attention output (tokens, hidden) of the packed (tokens, 3 x hidden) query/key/value rows, ``heads`` heads.
+    """Attention output (tokens, hidden) of the packed (tokens, 3 x hidden) query/key/value rows, ``heads`` heads."""
+    steps = attend_steps(qkv, groups, heads)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def attend_steps(qkv: torch.Tensor, groups: list[Group], heads: int, max_pairs: float = float("inf")):
+    """Generator form of ``attend``: yields between units of work, returns the attention output.
 
     Each group is gathered once into its padded layout (padding slots repeat a real row: their
     keys are masked and their outputs dropped), and its real rows are selected straight into the
-    result: one copy in and one out per group.
+    result: one copy in and one out per group. A group with more than ``max_pairs`` (query, key)
+    pairs runs in blocks of query rows, each against all keys and values of its sequences (the
+    same result, computed in bounded pieces), with a yield after each block.
     """
     hidden = qkv.shape[1] // 3
     attended = qkv.new_empty(qkv.shape[0], hidden) if len(groups) > 1 else None
@@ -73,7 +85,12 @@ def attend(qkv: torch.Tensor, groups: list[Group], heads: int) -> torch.Tensor:
         if group.gather is not None:
             part = part.index_select(0, group.gather)
         q, k, v = part.view(group.count, group.longest, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
-        out = _attention(q, k, v, group.mask).transpose(1, 2).reshape(-1, hidden)
+        block = _block_rows(group, max_pairs)
+        if block >= group.longest:
+            out = _attention(q, k, v, group.mask)
+        else:
+            out = yield from _blocked_attention(q, k, v, group.mask, block)
+        out = out.transpose(1, 2).reshape(-1, hidden)
         if attended is None:  # one group: its output is the result
             return out if group.keep is None else out.index_select(0, group.keep)
         rows = attended[group.row:group.row + group.rows]
@@ -81,7 +98,32 @@ def attend(qkv: torch.Tensor, groups: list[Group], heads: int) -> torch.Tensor:
             rows.copy_(out)
         else:
             torch.index_select(out, 0, group.keep, out=rows)
+        yield
     return attended
+
+
+def _block_rows(group: Group, max_pairs: float) -> int:
+    """Query rows per block so that one block has at most ``max_pairs`` (query, key) pairs (a multiple of 16)."""
+    pairs = group.count * group.longest * group.longest
+    if pairs <= max_pairs:
+        return group.longest
+    rows = int(max_pairs // (group.count * group.longest))
+    return max(16, rows - rows % 16)
+
+
+def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, block: int):
+    """``_attention`` over blocks of ``block`` query rows; yields after each block, returns the output.
+
+    Keys and values are made contiguous once (the fused kernel would copy them on every call).
+    No (length x length) score matrix exists at any time: the fused kernel tiles each block.
+    """
+    k, v = k.contiguous(), v.contiguous()
+    out = q.new_empty(q.shape)
+    for start in range(0, q.shape[2], block):
+        rows = slice(start, start + block)
+        out[:, :, rows] = F.scaled_dot_product_attention(q[:, :, rows], k, v, attn_mask=mask)
+        yield
+    return out
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

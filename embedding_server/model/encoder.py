@@ -17,8 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, CheckpointInfo, inspect_checkpoint
-from .packed import PackedEncoder, pad_batch, standard_forward
+from .job import EmbedJob, one_step
+from .packed import PackedEncoder
 from .pooling import normalize, pool, pool_packed
+from .slicing import WHOLE, ForwardCost, measure_cost
+from .standard import pad_batch, standard_forward
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,10 @@ class ModelDetails:
     context_length: int
     pooling: str
     parameters: int
-    vocab_size: int
+    vocab_size: int  # the tokenizer's
     size_bytes: int
+    embedding_rows: int = 0  # rows of the input embedding matrix: valid token ids are below this
+    dtype: str = "float32"  # of the weights as served
 
 
 def _context_length(info: CheckpointInfo, tokenizer, config) -> int:
@@ -80,7 +85,9 @@ class SentenceEncoder:
         except Exception as exc:  # noqa: BLE001 - turned into one clear line
             raise CheckpointError(f"{path}: cannot load the tokenizer: {exc}") from None
         try:
-            self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+            # float32 whatever the checkpoint stores (transformers 5 would otherwise keep e.g. float16 weights).
+            self.model = AutoModel.from_pretrained(str(path), local_files_only=True,
+                                                   **{_dtype_argument(): torch.float32}).eval()
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"{path}: cannot load the weights: {exc}") from None
         self.load_seconds = time.perf_counter() - started
@@ -93,6 +100,8 @@ class SentenceEncoder:
         # Padding-free forward for BERT-style models (checked against the standard one), else None.
         self._packed = PackedEncoder.build(self.model, self._wants_token_types, self.pad_id,
                                            short_batch_copy_mb * 2**20) if padding_free else None
+        self.cost: ForwardCost | None = None  # measured by warm_up() for the padding-free forward
+        self.fallbacks = 0  # padding-free forwards that raised and were redone by the transformers forward
         self._clip_chars = max(4096, self.context_length * 16)  # texts longer than this tokenize from a prefix
         # A fast tokenizer keeps its truncation settings (max_length) as state that every call resets: two
         # threads sharing one can get each other's max_length (257 tokens for a 256 context). Each thread
@@ -106,6 +115,8 @@ class SentenceEncoder:
             parameters=sum(p.numel() for p in self.model.parameters()),
             vocab_size=len(self.tokenizer),
             size_bytes=sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()),
+            embedding_rows=int(self.model.get_input_embeddings().num_embeddings),
+            dtype=str(next(self.model.parameters()).dtype).removeprefix("torch."),
         )
         self._torch = torch
 
@@ -207,9 +218,12 @@ class SentenceEncoder:
         return [filler[:32]] * 2, [filler[:64]] * 16  # 64 and 1,024 tokens: typical segment sizes
 
     def warm_up(self) -> None:
-        """One small and one large forward: the first calls pay one-off allocation costs."""
+        """One small and one large forward (the first calls pay one-off allocation costs); for the
+        padding-free forward, then measure its per-layer costs (``cost``), which size its slices."""
         for batch in self._calibration_batches():
             self.embed(batch)
+        if self._packed is not None:
+            self.cost = measure_cost(self._packed)
 
     def calibrate(self) -> tuple[float, float]:
         """Warm up and measure forward cost: (fixed overhead in ms, ms per padded token).
@@ -245,13 +259,46 @@ class SentenceEncoder:
 
     def embed(self, batch: list[list[int]]) -> np.ndarray:
         """L2-normalised float32 vectors, one row per id list, pooled under the padding mask."""
-        torch = self._torch
+        job = self.start(batch)
+        job.run()
+        return job.result
+
+    def start(self, batch: list[list[int]], unit_ms: float | None = None) -> EmbedJob:
+        """The forward of ``batch`` as a job: with the padding-free forward and ``unit_ms``, in units of about
+        that many milliseconds (see ``EmbedJob.run``); else in one unit. A padding-free forward that raises
+        is redone with the transformers forward (``fallbacks`` counts it; the first is logged)."""
         lengths = [len(ids) for ids in batch]
-        if self._packed is not None and min(lengths) > 0:
-            with torch.inference_mode():
-                hidden = self._packed.forward(batch)
-                return normalize(pool_packed(hidden, lengths, self.pooling)).float().numpy()
+        if self._packed is None or min(lengths) == 0:
+            return EmbedJob(one_step(lambda: self._standard_vectors(batch)))
+        slicing = self.cost.slicing(unit_ms) if unit_ms and self.cost is not None else WHOLE
+        return EmbedJob(self._packed_steps(batch, lengths, slicing),
+                        fallback=lambda: one_step(lambda: self._standard_vectors(batch)),
+                        on_fallback=self._note_fallback)
+
+    def estimate_ms(self, lengths: list[int]) -> float | None:
+        """Rough forward time of inputs of ``lengths`` tokens (None before the costs are measured)."""
+        return None if self.cost is None else self.cost.estimate_ms(lengths)
+
+    def _packed_steps(self, batch: list[list[int]], lengths: list[int], slicing):
+        hidden = yield from self._packed.steps(batch, slicing)
+        return normalize(pool_packed(hidden, lengths, self.pooling)).float().numpy()
+
+    def _standard_vectors(self, batch: list[list[int]]) -> np.ndarray:
         ids, mask = pad_batch(batch, self.pad_id)
-        with torch.inference_mode():
+        with self._torch.inference_mode():
             hidden = standard_forward(self.model, ids, mask, self._wants_token_types)
             return normalize(pool(hidden, mask.long(), self.pooling)).float().numpy()
+
+    def _note_fallback(self, reason: str) -> None:
+        self.fallbacks += 1
+        if self.fallbacks == 1:
+            log.warning("padding-free forward failed (%s); that batch and any later failing one run on the "
+                        "transformers forward", reason)
+
+
+def _dtype_argument() -> str:
+    """``from_pretrained``'s name for the weights' dtype: ``dtype`` from transformers 4.56, ``torch_dtype`` before."""
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"

@@ -21,8 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attention import Group, attend, plan_groups
-from .dense import SHORT_TOKENS, Dense, blocked_kernels_available
+from .attention import Group, attend, attend_steps, plan_groups
+from .dense import Dense, blocked_kernels_available
+from .self_check import self_check
+from .slicing import WHOLE, Slicing
+from .standard import pad_batch, standard_forward  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +102,12 @@ class PackedEncoder:
         self.hidden = int(config.hidden_size)
         self.heads = int(config.num_attention_heads)
         self.wants_token_types = wants_token_types
-        # RoBERTa-style embeddings number real tokens from padding_idx + 1; BERT's from 0.
+        # Token types are always passed (zeros): left out, transformers 4.x slices a buffer of
+        # max_position_embeddings rows, which a packed batch of more tokens overruns.
+        self.token_types = getattr(model.embeddings, "token_type_embeddings", None) is not None
+        # RoBERTa-style embeddings number real tokens from padding_idx + 1, skipping pad ids; BERT's from 0.
         padding_idx = getattr(model.embeddings, "padding_idx", None)
-        self.position_offset = 0 if padding_idx is None else int(padding_idx) + 1
+        self.padding_idx = None if padding_idx is None else int(padding_idx)
 
     @property
     def dense_bytes(self) -> int:
@@ -126,7 +132,7 @@ class PackedEncoder:
             if 0 < packed.dense_bytes <= short_copy_bytes and blocked_kernels_available():
                 packed._add_short_copies()
             try:
-                reason = packed._self_check(model, pad_id)
+                reason = self_check(packed, model, pad_id)
             except Exception as exc:  # noqa: BLE001 - any failure means: keep the standard forward
                 reason = f"self-check failed: {type(exc).__name__}: {exc}"
             if reason is None:
@@ -145,32 +151,31 @@ class PackedEncoder:
                 for dense in layer.dense:
                     dense.blocked = None
 
-    def _self_check(self, model, pad_id: int) -> str | None:
-        """Compare with the model's own forward on a short batch and on a long one."""
-        vocab = int(model.config.vocab_size)
-        generator = torch.Generator().manual_seed(0)
-        for lengths in ([3, 9, 10, 17], [5, 30, SHORT_TOKENS]):  # 39 and 163 tokens: both dense paths
-            batch = [torch.randint(pad_id + 1, vocab, (n,), generator=generator).tolist() for n in lengths]
-            ids, mask = pad_batch(batch, pad_id)
-            with torch.inference_mode():
-                expected = standard_forward(model, ids, mask, self.wants_token_types)[mask]
-                got = self.forward(batch)
-            if got.shape != expected.shape:
-                return f"output shape {tuple(got.shape)} != {tuple(expected.shape)}"
-            error = (got - expected).abs().max().item()
-            if not error <= 1e-3 * max(1.0, expected.abs().max().item()):
-                return f"differs from the standard forward by {error:.2e}"
-        return None
-
-    def forward(self, batch: list[list[int]]) -> torch.Tensor:
+    def forward(self, batch: list[list[int]], slicing: Slicing = WHOLE) -> torch.Tensor:
         """Last hidden state of every real token: (sum of lengths, hidden), sequences in ``batch`` order."""
+        steps = self.steps(batch, slicing)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def steps(self, batch: list[list[int]], slicing: Slicing = WHOLE):
+        """Generator form of ``forward``: yields between units of work of bounded size, returns the hidden
+        states. State between units is the packed hidden-state matrix; dense work runs on chunks of at most
+        ``slicing.rows`` tokens, attention on blocks of at most ``slicing.pairs`` (query, key) pairs."""
         order = sorted(range(len(batch)), key=lambda i: len(batch[i]))
         lengths = [len(batch[i]) for i in order]
         starts = np.cumsum([0, *lengths]).tolist()  # each sorted sequence's first row in the packed matrix
         x = self._embed([batch[i] for i in order], lengths, starts)
         groups = plan_groups(lengths)
+        rows = x.shape[0] if slicing.rows is None else max(int(slicing.rows), 1)
         for layer in self.layers:
-            x = self._layer(layer, x, groups)
+            yield
+            if rows >= x.shape[0] and not any(g.count * g.longest ** 2 > slicing.pairs for g in groups):
+                x = self._layer(layer, x, groups)
+            else:
+                yield from self._layer_in_chunks(layer, x, groups, rows, slicing.pairs)
         if order != sorted(order):  # back to the caller's sequence order
             position = {seq: k for k, seq in enumerate(order)}
             index = torch.cat([torch.arange(starts[position[i]], starts[position[i] + 1]) for i in range(len(batch))])
@@ -179,19 +184,33 @@ class PackedEncoder:
 
     def _embed(self, batch: list[list[int]], lengths: list[int], starts: list[int]) -> torch.Tensor:
         """The embedding layer on the packed tokens: (sum of lengths, hidden), no padding rows. Each token's
-        position is passed explicitly (its index in its sequence, after the padding id for RoBERTa-style
-        embeddings), so the model's embedding module computes nothing for padding: with a 256-token input
-        among 31 short ones, the padded layout took 12 MB per intermediate of that module."""
+        position is passed explicitly, computed as transformers does: its index in its sequence for BERT;
+        for RoBERTa-style embeddings, padding_idx + its count of non-pad tokens so far (a pad id inside an
+        input gets padding_idx and is not counted). The padded layout took 12 MB per intermediate of that
+        module with a 256-token input among 31 short ones."""
         total = starts[-1]
-        ids = torch.from_numpy(np.fromiter((t for seq in batch for t in seq), dtype=np.int64, count=total))
-        first = np.repeat(np.asarray(starts[:-1], dtype=np.int64), lengths)
-        positions = torch.from_numpy(np.arange(total, dtype=np.int64) - first + self.position_offset)
-        token_types = torch.zeros_like(ids)[None] if self.wants_token_types else None
-        return self.embeddings(input_ids=ids[None], token_type_ids=token_types, position_ids=positions[None])[0]
+        ids = np.fromiter((t for seq in batch for t in seq), dtype=np.int64, count=total)
+        first = np.asarray(starts[:-1], dtype=np.int64)
+        if self.padding_idx is None:
+            positions = np.arange(total, dtype=np.int64) - np.repeat(first, lengths)
+        else:
+            real = (ids != self.padding_idx).astype(np.int64)
+            counted = np.cumsum(real)
+            before = counted[first] - real[first]  # real tokens before each sequence
+            positions = (counted - np.repeat(before, lengths)) * real + self.padding_idx
+        ids_t = torch.from_numpy(ids)[None]
+        token_types = torch.zeros_like(ids_t) if self.token_types else None
+        return self.embeddings(input_ids=ids_t, token_type_ids=token_types,
+                               position_ids=torch.from_numpy(positions)[None])[0]
 
     def _layer(self, layer: _Layer, x: torch.Tensor, groups: list[Group]) -> torch.Tensor:
-        hidden = self.hidden
+        """One layer on the whole matrix at once (the fastest form when no slicing is needed)."""
         attended = attend(layer.qkv(x), groups, self.heads)
+        return self._tail(layer, attended, x)
+
+    def _tail(self, layer: _Layer, attended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Attention output projection, feed-forward and both layer norms; each token independently."""
+        hidden = self.hidden
         # The products' outputs are fresh tensors, so the residual adds and an exact GELU write into them (same
         # values, ~11 MB less allocated per layer for 1,200 tokens; query p95 during a 2,048-input request -12%).
         x = F.layer_norm(layer.out(attended).add_(x), (hidden,), layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
@@ -199,21 +218,18 @@ class PackedEncoder:
         up = torch.ops.aten.gelu_(up) if layer.gelu_in_place else layer.activation(up)
         return F.layer_norm(layer.down(up).add_(x), (hidden,), layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
 
-
-def standard_forward(model, ids: torch.Tensor, mask: torch.Tensor, wants_token_types: bool) -> torch.Tensor:
-    """The transformers forward's last hidden state (batch, longest, hidden) for ``pad_batch`` output."""
-    inputs = {"input_ids": ids, "attention_mask": mask.long()}
-    if wants_token_types:
-        inputs["token_type_ids"] = torch.zeros_like(ids)
-    return model(**inputs).last_hidden_state
-
-
-def pad_batch(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (batch, longest) ids and the boolean mask of real tokens."""
-    longest = max(len(ids) for ids in batch)
-    ids = np.full((len(batch), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(batch), longest), dtype=np.bool_)
-    for row, seq in enumerate(batch):
-        ids[row, :len(seq)] = seq
-        mask[row, :len(seq)] = True
-    return torch.from_numpy(ids), torch.from_numpy(mask)
+    def _layer_in_chunks(self, layer: _Layer, x: torch.Tensor, groups: list[Group], rows: int, pairs: float):
+        """One layer in units of bounded cost, updating ``x`` in place: query/key/value over chunks of
+        ``rows`` tokens, attention in blocks, then the per-token rest over chunks (once attention is done,
+        no token reads another's row, so each chunk overwrites its own rows)."""
+        total = x.shape[0]
+        qkv = x.new_empty(total, 3 * self.hidden)
+        for start in range(0, total, rows):
+            qkv[start:start + rows] = layer.qkv(x[start:start + rows])
+            yield
+        attended = yield from attend_steps(qkv, groups, self.heads, pairs)
+        del qkv
+        for start in range(0, total, rows):
+            part = slice(start, start + rows)
+            x[part] = self._tail(layer, attended[part], x[part])
+            yield

@@ -67,8 +67,11 @@ def make_tiny_bert(path: Path, pooling: str | None = "mean", max_seq_length: int
     return path
 
 
-def make_tiny_xlmr(path: Path, pooling: str | None = "cls", max_seq_length: int = 48, seed: int = 0) -> Path:
-    """A 2-layer XLM-RoBERTa with a Unigram (sentencepiece-style) tokenizer; CLS pooling like BGE-M3."""
+def make_tiny_xlmr(path: Path, pooling: str | None = "cls", max_seq_length: int = 48, seed: int = 0,
+                   token_types: bool = True, positions: int = 130) -> Path:
+    """A 2-layer XLM-RoBERTa with a Unigram (sentencepiece-style) tokenizer; CLS pooling like BGE-M3.
+
+    ``token_types=False``: the tokenizer returns no token_type_ids, as the real XLM-R / BGE-M3 ones do."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
@@ -84,12 +87,13 @@ def make_tiny_xlmr(path: Path, pooling: str | None = "cls", max_seq_length: int 
         special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>",
-                                   model_max_length=8192)
+                                   model_max_length=8192,
+                                   **({} if token_types else {"model_input_names": ["input_ids", "attention_mask"]}))
     fast.save_pretrained(path)
 
     torch.manual_seed(seed)
     config = XLMRobertaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-                              num_attention_heads=2, intermediate_size=64, max_position_embeddings=130,
+                              num_attention_heads=2, intermediate_size=64, max_position_embeddings=positions,
                               pad_token_id=tok.token_to_id("<pad>"), bos_token_id=0, eos_token_id=2, type_vocab_size=1)
     XLMRobertaModel(config).eval().save_pretrained(path)
     if pooling:

@@ -139,3 +139,22 @@ def test_lazy_model_reports_load_duration_then_zero(make_client, tiny_models_dir
     again = c.post("/api/embed", json={"model": "tiny-xlmr", "input": "now resident"}).json()
     assert again["load_duration"] == 0
     assert "tiny-xlmr:latest" in {m["name"] for m in c.get("/api/ps").json()["models"]}
+
+
+def test_show_reports_the_dtype_actually_served(make_client, tiny_models_dir, tmp_path):
+    """A checkpoint stored in float16 is served in float32 (transformers 5 would keep float16), and says so."""
+    import shutil
+
+    import torch
+    from transformers import AutoModel
+
+    folder = tmp_path / "models" / "half"
+    shutil.copytree(tiny_models_dir / "tiny-bert", folder)
+    AutoModel.from_pretrained(folder).to(torch.float16).save_pretrained(folder)
+    client = make_client(models_dir=folder.parent, model="half")
+    assert client.post("/api/embed", json={"model": "half", "input": "x"}).status_code == 200
+    assert client.app.state.engine.registry.resolve("half").encoder.details.dtype == "float32"
+    show = client.post("/api/show", json={"model": "half"}).json()
+    assert show["details"]["quantization_level"] == "F32"
+    (ps,) = client.get("/api/ps").json()["models"]
+    assert ps["details"]["quantization_level"] == "F32"
