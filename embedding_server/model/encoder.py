@@ -7,9 +7,7 @@ into L2-normalised float32 vectors. Both are synchronous and thread-compatible.
 
 from __future__ import annotations
 
-import copy
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,19 +20,12 @@ from .packed import PackedEncoder
 from .pooling import normalize, pool, pool_packed
 from .slicing import WHOLE, ForwardCost, measure_cost
 from .standard import pad_batch, standard_forward
+from .tokenization import InputTooLong, TextTokenizer  # noqa: F401 - InputTooLong is part of this module's API
 
 log = logging.getLogger(__name__)
 
 # Position-embedding slots RoBERTa-style models reserve before the first real position.
 _ROBERTA_FAMILY = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
-
-
-class InputTooLong(Exception):
-    """An input exceeds the context length and truncation was not allowed."""
-
-    def __init__(self, index: int, length: int, limit: int):
-        super().__init__(f"input {index} has {length} tokens, over the context length {limit}")
-        self.index, self.length, self.limit = index, length, limit
 
 
 @dataclass(frozen=True)
@@ -96,17 +87,12 @@ class SentenceEncoder:
         self.context_length = _context_length(self.info, self.tokenizer, self.model.config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._wants_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
-        self._template = self._special_template()
+        self.text = TextTokenizer(self.tokenizer, self.context_length, self.info.do_lower_case)
         # Padding-free forward for BERT-style models (checked against the standard one), else None.
         self._packed = PackedEncoder.build(self.model, self._wants_token_types, self.pad_id,
                                            short_batch_copy_mb * 2**20) if padding_free else None
         self.cost: ForwardCost | None = None  # measured by warm_up() for the padding-free forward
         self.fallbacks = 0  # padding-free forwards that raised and were redone by the transformers forward
-        self._clip_chars = max(4096, self.context_length * 16)  # texts longer than this tokenize from a prefix
-        # A fast tokenizer keeps its truncation settings (max_length) as state that every call resets: two
-        # threads sharing one can get each other's max_length (257 tokens for a 256 context). Each thread
-        # gets its own copy instead (a lock would make one huge input stall everyone's tokenization).
-        self._per_thread = threading.local()
         self.details = ModelDetails(
             architecture=self.info.architecture,
             dimension=int(self.model.config.hidden_size),
@@ -125,93 +111,19 @@ class SentenceEncoder:
 
         With ``truncate=False`` an over-long text raises InputTooLong instead.
         """
-        if self.info.do_lower_case:
-            texts = [t.lower() for t in texts]
-        limit = self.context_length
-        out: list[list[int]] = [[] for _ in texts]
-        short = [i for i, t in enumerate(texts) if len(t) <= self._clip_chars]
-        # One spare position shows whether a text was longer than the limit.
-        for i, ids in zip(short, self._encode([texts[i] for i in short], limit + 1)):
-            out[i] = ids
-        over = [i for i in short if len(out[i]) > limit]
-        if over and not truncate:
-            raise InputTooLong(over[0], len(out[over[0]]), limit)
-        for i, ids in zip(over, self._encode([texts[i] for i in over], limit)):
-            out[i] = ids
-        for i in (i for i, t in enumerate(texts) if len(t) > self._clip_chars):
-            out[i] = self._tokenize_long(texts[i], i, truncate)
-        return out
-
-    def _encode(self, texts: list[str], max_length: int) -> list[list[int]]:
-        if not texts:
-            return []
-        backend = self._thread_backend(max_length)
-        if backend is not None:
-            return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=True)]
-        return self._thread_tokenizer()(texts, add_special_tokens=True, truncation=True, max_length=max_length,
-                                        return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-
-    def _thread_tokenizer(self):
-        """This thread's own copy of the tokenizer."""
-        tokenizer = getattr(self._per_thread, "tokenizer", None)
-        if tokenizer is None:
-            tokenizer = self._per_thread.tokenizer = copy.deepcopy(self.tokenizer)
-        return tokenizer
-
-    def _thread_backend(self, max_length: int):
-        """This thread's copy of a fast tokenizer's Rust backend, truncating to ``max_length``; None
-        for a slow tokenizer. The same call the transformers wrapper makes, minus its ~90 us of
-        Python per call (a tenth of a one-sentence request's event-loop time)."""
-        backend = getattr(self._per_thread, "backend", False)
-        if backend is False:
-            source = getattr(self.tokenizer, "backend_tokenizer", None) if self.tokenizer.is_fast else None
-            backend = self._per_thread.backend = copy.deepcopy(source) if source is not None else None
-            if backend is not None:
-                backend.no_padding()
-            self._per_thread.max_length = None
-        if backend is not None and self._per_thread.max_length != max_length:
-            backend.enable_truncation(max_length, direction=self.tokenizer.truncation_side)
-            self._per_thread.max_length = max_length
-        return backend
-
-    def _tokenize_long(self, text: str, index: int, truncate: bool) -> list[int]:
-        """Tokenize a huge text from a prefix: once the prefix alone overflows the context and doubling it
-        leaves the truncated ids unchanged, the rest of the text cannot matter (megabyte inputs cost
-        milliseconds instead of seconds)."""
-        limit, width = self.context_length, self._clip_chars
-        while width < len(text):
-            head = self._encode([text[:width]], limit + 1)[0]
-            if len(head) > limit:
-                if not truncate:
-                    raise InputTooLong(index, len(head), limit)
-                cut, check = self._encode([text[:width], text[: 2 * width]], limit)
-                if cut == check:
-                    return cut
-                width *= 2
-            else:  # too few tokens yet: grow in proportion (few tokens per char, e.g. one giant "word")
-                width = int(width * max(2.0, 2.0 * (limit + 1) / max(len(head), 1)))
-        ids = self._encode([text], limit + 1)[0]
-        if len(ids) > limit and not truncate:
-            raise InputTooLong(index, len(ids), limit)
-        return ids if len(ids) <= limit else self._encode([text], limit)[0]
-
-    def _special_template(self) -> tuple[list[int], list[int]]:
-        """The ids the tokenizer puts before and after a single sequence (e.g. [CLS] ... [SEP])."""
-        bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
-        full = self.tokenizer("a", add_special_tokens=True)["input_ids"]
-        start = next(i for i in range(len(full) - len(bare) + 1) if full[i:i + len(bare)] == bare)
-        return full[:start], full[start + len(bare):]
+        return self.text.tokenize(texts, truncate)
 
     def with_special_tokens(self, ids: list[int], truncate: bool = True) -> list[int]:
-        """Wrap raw model-vocabulary ids in the model's special tokens, cut to the context length.
+        """Raw model-vocabulary ids wrapped in the model's special tokens, cut to the context length."""
+        return self.text.with_special_tokens(ids, truncate)
 
-        With ``truncate=False`` an over-long input raises InputTooLong instead.
-        """
-        prefix, suffix = self._template
-        room = self.context_length - len(prefix) - len(suffix)
-        if len(ids) > room and not truncate:
-            raise InputTooLong(0, len(ids) + len(prefix) + len(suffix), self.context_length)
-        return prefix + list(ids[:room]) + suffix
+    @property
+    def _template(self) -> tuple[list[int], list[int]]:
+        return self.text.template
+
+    @property
+    def _clip_chars(self) -> int:
+        return self.text.clip_chars
 
     def _calibration_batches(self) -> tuple[list[list[int]], list[list[int]]]:
         filler = self._template[0] + [self.pad_id + 1] * 62 + self._template[1]

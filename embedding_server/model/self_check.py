@@ -40,9 +40,15 @@ def _max_length(model) -> int:
     return positions if padding_idx is None else positions - int(padding_idx) - 1
 
 
+# Token ids are drawn from the first ids after the pad id: random rows all over a 1 GB embedding matrix
+# (BGE-M3's) would fault most of its mmap-ed pages in at every load.
+ID_RANGE = 2048
+
+
 def _batch(lengths: list[int], vocab: int, pad_id: int, seed: int, pad_inside: bool = False) -> list[list[int]]:
     generator = torch.Generator().manual_seed(seed)
-    batch = [torch.randint(pad_id + 1, vocab, (n,), generator=generator).tolist() for n in lengths]
+    high = min(vocab, pad_id + 1 + ID_RANGE)
+    batch = [torch.randint(pad_id + 1, high, (n,), generator=generator).tolist() for n in lengths]
     if pad_inside:
         batch[-1][len(batch[-1]) // 2] = pad_id  # literal pad text, or EMBED_TOKEN_IDS=model
     return batch
