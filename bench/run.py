@@ -1,5 +1,7 @@
 """`python -m bench.run [--quick]`: references, then the server scenarios, then the report.
 
+(`--bge-m3-shape` / `--long-context --model-dir DIR`: the long-context bench, bench/long_context.py.)
+
 Order matters on a small machine: the diagnostics run first, with no server process alive;
 then, with the server idle between its scenarios, each target's in-process reference and
 server scenario run back to back in paired rounds, and each target is the median of its
@@ -67,9 +69,12 @@ def default_model_dir() -> str | None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small counts, for development")
-    p.add_argument("--model-dir", default=default_model_dir(),
-                   help="all-MiniLM-L6-v2 folder for the in-process references")
-    p.add_argument("--out", type=Path, default=Path("bench/results"))
+    p.add_argument("--model-dir", default=None,
+                   help="all-MiniLM-L6-v2 folder for the in-process references (default: the embedded "
+                        "package); with --long-context, the model folder to bench")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default bench/results; bench/results/bge-m3-shape with --bge-m3-shape, "
+                        "bench/results/long-context-NAME with --long-context)")
     p.add_argument("--threads", type=int, default=report.machine()["physical_cores"],
                    help="torch threads for the references and the server (default: physical cores)")
     p.add_argument("--server-models-dir", default=None,
@@ -80,7 +85,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retries", type=int, default=None,
                    help="re-runs of a measurement disturbed by other processes (default 2, 0 with --quick)")
     p.add_argument("--skip-st", action="store_true", help="skip the sentence-transformers reference")
-    return p.parse_args(argv)
+    long = p.add_argument_group("long context (bench/long_context.py; see bench/README.md)")
+    long.add_argument("--bge-m3-shape", action="store_true",
+                      help="bench a generated BGE-M3-shaped folder (random weights; built once into "
+                           "$EMBED_BENCH_CACHE or ~/.cache/embedding-server/bench) against sentence-transformers")
+    long.add_argument("--layers", type=int, default=24,
+                      help="with --bge-m3-shape: encoder layers of the generated folder (BGE-M3: 24)")
+    long.add_argument("--long-context", action="store_true",
+                      help="the same scenarios on the folder given by --model-dir")
+    long.add_argument("--long-tokens", type=int, default=None, metavar="N",
+                      help="tokens of the long input (default 8192; 2048 with --quick)")
+    args = p.parse_args(argv)
+    if args.bge_m3_shape and args.long_context:
+        p.error("--bge-m3-shape and --long-context are two modes: give one")
+    if args.long_context and not args.model_dir:
+        p.error("--long-context needs --model-dir DIR")
+    if args.bge_m3_shape and args.model_dir:
+        p.error("--bge-m3-shape generates its folder: use --long-context --model-dir DIR for a given one")
+    if not (args.bge_m3_shape or args.long_context):
+        args.model_dir = args.model_dir or default_model_dir()
+        args.out = args.out or Path("bench/results")
+    return args
 
 
 def _median_of(rounds: list[dict], key: str, value) -> dict:
@@ -188,6 +213,10 @@ def _clean(o):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.bge_m3_shape or args.long_context:
+        from . import long_context
+
+        return long_context.main(args)
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     md = report.markdown(result)

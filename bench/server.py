@@ -49,23 +49,71 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-class Server:
+class ProcessMemory:
+    """Resident memory of a subprocess (``self.proc``) and its children: now, and peak since a reset."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._peak_kb = 0
+        self._hwm_exact = True
+        self._sampler: threading.Thread | None = None
+
+    def pids(self) -> list[int]:
+        return _tree(self.proc.pid)
+
+    def rss_mb(self) -> float:
+        """Current resident set of the process tree (MB)."""
+        return sum(_status_kb(p, "VmRSS") for p in _tree(self.proc.pid)) / 1024
+
+    def rss_parts_mb(self) -> dict[str, float]:
+        """The resident set split into anonymous memory (heap: copied weights, activations) and file pages
+        (e.g. an mmap-ed weights file; counted once touched, droppable by the kernel under pressure)."""
+        pids = _tree(self.proc.pid)
+        return {"anon": sum(_status_kb(p, "RssAnon") for p in pids) / 1024,
+                "file": sum(_status_kb(p, "RssFile") for p in pids) / 1024}
+
+    def hwm_mb(self) -> float:
+        """Peak resident set since start or the last reset_peak() (MB), kernel- or sampler-based."""
+        if not self._hwm_exact:
+            return self._peak_kb / 1024
+        kernel = sum(_status_kb(p, "VmHWM") for p in _tree(self.proc.pid)) / 1024
+        return max(kernel, self._peak_kb / 1024)
+
+    def reset_peak(self) -> None:
+        self._peak_kb = 0
+        try:
+            for p in _tree(self.proc.pid):
+                Path(f"/proc/{p}/clear_refs").write_text("5")
+        except OSError:  # no permission / old kernel: VmHWM keeps the all-time peak, sample instead
+            self._hwm_exact = False
+            if self._sampler is None:  # started only when needed: it takes CPU from the scenarios
+                self._sampler = threading.Thread(target=self._sample, daemon=True)
+                self._sampler.start()
+
+    def _sample(self) -> None:
+        n, pids = 0, []
+        while not self._stop.wait(0.01):
+            if n % 100 == 0:
+                pids = _tree(self.proc.pid)
+            n += 1
+            kb = sum(_status_kb(p, "VmRSS") for p in pids)
+            self._peak_kb = max(self._peak_kb, kb)
+
+
+class Server(ProcessMemory):
     """The server subprocess; use as a context manager."""
 
     def __init__(self, threads: int, model_dir: str | None = None, log_path: Path | None = None,
                  extra_env: dict[str, str] | None = None):
+        super().__init__()
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.threads = threads
         self.model_dir = model_dir
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"bench-server-{self.port}.log"
         self.extra_env = extra_env or {}
-        self.proc: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self._stop = threading.Event()
-        self._peak_kb = 0
-        self._hwm_exact = True
-        self._sampler: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, timeout: float = 300.0) -> "Server":
@@ -127,38 +175,3 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-    # -- memory ----------------------------------------------------------------------------
-    def pids(self) -> list[int]:
-        return _tree(self.proc.pid)
-
-    def rss_mb(self) -> float:
-        """Current resident set of the server tree (MB)."""
-        return sum(_status_kb(p, "VmRSS") for p in _tree(self.proc.pid)) / 1024
-
-    def hwm_mb(self) -> float:
-        """Peak resident set since start or the last reset_peak() (MB), kernel- or sampler-based."""
-        if not self._hwm_exact:
-            return self._peak_kb / 1024
-        kernel = sum(_status_kb(p, "VmHWM") for p in _tree(self.proc.pid)) / 1024
-        return max(kernel, self._peak_kb / 1024)
-
-    def reset_peak(self) -> None:
-        self._peak_kb = 0
-        try:
-            for p in _tree(self.proc.pid):
-                Path(f"/proc/{p}/clear_refs").write_text("5")
-        except OSError:  # no permission / old kernel: VmHWM keeps the all-time peak, sample instead
-            self._hwm_exact = False
-            if self._sampler is None:  # started only when needed: it takes CPU from the scenarios
-                self._sampler = threading.Thread(target=self._sample, daemon=True)
-                self._sampler.start()
-
-    def _sample(self) -> None:
-        n, pids = 0, []
-        while not self._stop.wait(0.01):
-            if n % 100 == 0:
-                pids = _tree(self.proc.pid)
-            n += 1
-            kb = sum(_status_kb(p, "VmRSS") for p in pids)
-            self._peak_kb = max(self._peak_kb, kb)
