@@ -17,7 +17,8 @@ from embedding_server.settings import Settings
 
 
 class GatedEncoder:
-    """Wraps a real encoder: loading waits for ``loaded``; ``fail`` makes forwards raise; counts inputs."""
+    """Wraps a real encoder: loading waits for ``load_gate``; ``fail`` makes forwards raise; counts inputs;
+    ``forward_started`` is set when a forward begins, ``forward_gate`` (when cleared) holds it there."""
 
     def __init__(self, path, load_gate: threading.Event | None = None):
         if load_gate is not None:
@@ -28,11 +29,13 @@ class GatedEncoder:
         self.embedded_inputs = 0
         self.forward_gate = threading.Event()
         self.forward_gate.set()
+        self.forward_started = threading.Event()
 
     def tokenize(self, texts, truncate=True):
         return self.inner.tokenize(texts, truncate)
 
     def embed(self, batch):
+        self.forward_started.set()
         self.forward_gate.wait(30)
         if self.fail:
             raise RuntimeError("secret internal detail /srv/weights")
@@ -86,27 +89,39 @@ def test_failed_batch_is_500_without_internals_and_server_recovers(tiny_models_d
         assert client.get("/ready").status_code == 200
 
 
+async def until(predicate, what: str, timeout: float = 15) -> None:
+    """Poll ``predicate`` on the event loop (which the app shares) until true, or fail after ``timeout`` s
+    (less than the 30 s after which a held forward goes ahead anyway)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
 def test_disconnected_client_work_is_dropped(tiny_models_dir):
-    """A request whose client leaves while queued never reaches the model."""
+    """A request whose client leaves while queued never reaches the model: the worker is held inside the
+    forward of a first request, a second (50 inputs) queues behind it, its client leaves, and its 50
+    inputs leave the queue without ever being embedded."""
     client, made = gated_client(tiny_models_dir)
     with client:
         wait_for(lambda: client.get("/health").status_code == 200)
         enc = made["tiny-bert"]
         enc.forward_gate.clear()  # the worker blocks inside its next forward
+        enc.forward_started.clear()
         app = client.app
+        worker = app.state.engine.registry.resolve("tiny-bert").worker
 
         async def scenario():
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as ac:
                 blocker = asyncio.create_task(ac.post("/api/embed", json={"model": "tiny-bert", "input": "first"}))
-                await asyncio.sleep(0.3)
+                await until(enc.forward_started.is_set, "the first request's forward to start")
+                assert worker.queued_inputs == 0 and enc.embedded_inputs == 0
                 leaver = asyncio.create_task(ac.post("/api/embed", json={"model": "tiny-bert", "input": ["x"] * 50}))
-                await asyncio.sleep(0.3)
-                worker = app.state.engine.registry.resolve("tiny-bert").worker
-                assert worker.queued_inputs == 50
+                await until(lambda: worker.queued_inputs == 50, "the second request's 50 inputs to be queued")
                 leaver.cancel()  # the client goes away
-                await asyncio.sleep(0.3)
-                assert worker.queued_inputs == 0
+                await until(lambda: worker.queued_inputs == 0, "the departed client's inputs to leave the queue")
+                assert not blocker.done() and enc.embedded_inputs == 0  # the worker is still in the first forward
                 enc.forward_gate.set()
                 assert (await blocker).status_code == 200
 

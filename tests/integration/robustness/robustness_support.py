@@ -5,9 +5,13 @@ Everything talks to a real server process on 127.0.0.1 (``running_server``), nev
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
+import select
 import socket
+import struct
+import termios
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -225,6 +229,27 @@ def connection_closed_by_peer(sock: socket.socket, wait: float) -> bool:
         return False
     except OSError:
         return True
+
+
+def server_read_everything(sock: socket.socket) -> bool:
+    """True once the server process has read every byte sent on ``sock`` (a loopback IPv4 connection):
+    none is left unacknowledged on this side (SIOCOUTQ) and none waits unread in the server's socket
+    (its rx_queue in /proc/net/tcp)."""
+    unsent = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    if unsent:
+        return False
+    client_port, server_port = sock.getsockname()[1], sock.getpeername()[1]
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+        if (local, remote) == (server_port, client_port):
+            return int(fields[4].split(":")[1], 16) == 0
+    return False
+
+
+def answer_pending(sock: socket.socket) -> bool:
+    """True while nothing (no byte of an answer, no close) has arrived on ``sock``."""
+    return not select.select([sock], [], [], 0)[0]
 
 
 # ----- metrics ------------------------------------------------------------------------------------

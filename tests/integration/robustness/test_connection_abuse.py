@@ -6,11 +6,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
+from embedding_server.settings import Settings
 from tests.integration.robustness.robustness_support import (
     JSON_HEADERS,
     MODEL,
@@ -18,9 +20,9 @@ from tests.integration.robustness.robustness_support import (
     OPENAI,
     assert_serving,
     http_request,
-    inputs_embedded,
     jbytes,
     live_server,
+    metric,
     queue_depth,
     read_response,
     scrape,
@@ -29,7 +31,7 @@ from tests.integration.robustness.robustness_support import (
     wait_until,
 )
 
-MAX_BATCH = 32  # EMBED_MAX_BATCH_SIZE default: the most inputs one forward pass can hold
+MAX_BATCH = Settings().max_batch_size  # as the server reads it (EMBED_MAX_BATCH_SIZE): most inputs per forward
 OCCUPY = 128  # inputs of the request that keeps the worker busy: ~200 tokens each, so seconds of work
 
 
@@ -149,45 +151,108 @@ def start_in_thread(fn, *args) -> tuple[threading.Thread, dict[str, Any]]:
     return thread, out
 
 
-def send_and_abandon(server, path: str, texts: list[str], wait_until_queued: bool) -> None:
+@dataclass(frozen=True)
+class Counters:
+    """One /metrics scrape: queued inputs (gauge), forward passes run, inputs embedded, and embed requests
+    answered 499 (client gone), all read from one response."""
+
+    depth: float
+    batches: float
+    inputs: float
+    gone: float
+
+
+def counters(server) -> Counters:
+    samples = scrape(server.base)
+    gone = sum(v for (route, status), v in request_counts(samples).items()
+               if route in (OLLAMA, OPENAI) and status == "499")
+    return Counters(depth=metric(samples, "embed_queue_depth", model=MODEL),
+                    batches=metric(samples, "embed_batch_size", "embed_batch_size_count", model=MODEL),
+                    inputs=metric(samples, "embed_inputs", "embed_inputs_total", model=MODEL), gone=gone)
+
+
+def request_counts(samples: dict[str, list]) -> dict[tuple[str, str], float]:
+    """{(route, status): count} of embed_http_requests_total in one scrape."""
+    return {(s.labels["route"], s.labels["status"]): s.value
+            for s in samples.get("embed_http_requests", []) if s.name == "embed_http_requests_total"}
+
+
+def poll_counters(server, done, timeout: float, what: str) -> list[Counters]:
+    """Scrape until ``done(latest)``; every scrape, in order. Raises AssertionError on timeout."""
+    seen: list[Counters] = []
+
+    def check() -> bool:
+        seen.append(counters(server))
+        return done(seen[-1])
+
+    wait_until(check, timeout=timeout, what=what)
+    return seen
+
+
+def send_and_abandon(server, path: str, texts: list[str], wait_until_queued: bool) -> list[Counters]:
     """Send an embed request for ``texts`` on a raw socket and close it without reading the answer.
     With ``wait_until_queued``, close only once the queue gauge shows its inputs waiting (the caller keeps
-    other queued work under 0.9 x len(texts), so the gauge cannot be fooled by it)."""
+    other queued work under 0.9 x len(texts), so the gauge cannot be fooled by it); returns the scrapes
+    made meanwhile (the last one shows them queued)."""
     sock = open_socket(server)
     sock.sendall(http_request("POST", path, jbytes({"model": MODEL, "input": texts}), JSON_HEADERS))
+    seen: list[Counters] = []
     if wait_until_queued:
-        wait_until(lambda: queue_depth(server.base) >= len(texts) * 0.9, timeout=60,
-                   what="the abandoned request to be queued")
+        seen = poll_counters(server, lambda c: c.depth >= len(texts) * 0.9, timeout=60,
+                             what="the abandoned request to be queued")
     sock.close()
+    return seen
 
 
 def test_abandoned_requests_are_dropped_by_the_engine(server):
     """A (128 long inputs) occupies the worker; B1 (1000 short inputs) is sent and closed at once, B2 (1000)
-    is closed only once its inputs sit in the queue. Neither may be embedded: embed_inputs_total grows by
-    A's inputs only, plus at most one batch of B2 that was already running when it left, and B2's inputs
-    leave the queue at once."""
+    is closed only once its inputs sit in the queue. Neither may be embedded. The server's own counters show
+    it, read at the moment it has answered both departures (499 counted: until_disconnect has cancelled the
+    request, and with it dropped its queued inputs), so no timing is assumed:
+
+    - By then B1's and B2's inputs are out of the queue, and not by being embedded: from the last scrape
+      that shows B2 queued to that one, the queue shrank by more than the forward passes started in between
+      could have taken (each takes at most max_batch_size inputs; one may have started and not yet be
+      counted, one more for the gauge and the counter being read a moment apart).
+    - Only forward passes started after B1 was sent and before the departures were answered can hold their
+      inputs: those counted between a scrape before B1 was sent and that scrape, plus the one still running
+      then. The scheduler interleaves B2's inputs with A's, and the worker may start a pass before the server
+      notices the disconnect, so some of B2 may be embedded, but at most max_batch_size per such pass
+      (typically one or two passes, far below the 2000 abandoned): embed_inputs_total grows by A's inputs
+      plus at most that, once A is answered and the queue is empty."""
     a_texts = occupying_texts("a")
-    before = inputs_embedded(server.base)
+    before = counters(server)
     a_thread, a_out = start_in_thread(
         lambda: httpx.post(server.base + OLLAMA, json={"model": MODEL, "input": a_texts}, timeout=900))
     wait_until(lambda: queue_depth(server.base) > 0, timeout=60, what="A to be queued")
 
+    window_start = counters(server)
     send_and_abandon(server, OLLAMA, sentences(1000, 24, "b1", seed=2), wait_until_queued=False)
-    send_and_abandon(server, OPENAI, sentences(1000, 24, "b2", seed=3), wait_until_queued=True)
-    dropped_in = wait_until(lambda: queue_depth(server.base) <= len(a_texts), timeout=30,
-                            what="B2's inputs to leave the queue")
-    still_running = a_thread.is_alive()
+    last_queued = send_and_abandon(server, OPENAI, sentences(1000, 24, "b2", seed=3), wait_until_queued=True)[-1]
+    answered = poll_counters(server, lambda c: c.gone >= window_start.gone + 2, timeout=30,
+                             what="the server to answer both departed clients (499)")[-1]
+    a_running = a_thread.is_alive()
     a_thread.join(900)
     assert "error" not in a_out, a_out
     a = a_out["result"]
     assert a.status_code == 200 and len(a.json()["embeddings"]) == len(a_texts)
     wait_until(lambda: queue_depth(server.base) == 0, timeout=30, what="an empty queue")
-    growth = inputs_embedded(server.base) - before
-    print(f"\n[abandon] embed_inputs_total grew by {growth:.0f} for A={len(a_texts)} (+ B1=1000, B2=1000 "
-          f"abandoned); B2 left the queue {dropped_in:.2f}s after its client closed; A still running then: "
-          f"{still_running}")
-    assert still_running, "A finished before the abandoned requests could be observed; make A larger"
-    assert len(a_texts) <= growth <= len(a_texts) + MAX_BATCH, growth
+    after = counters(server)
+
+    shrink = last_queued.depth - answered.depth
+    passes_between = answered.batches - last_queued.batches
+    abandoned_embedded = after.inputs - before.inputs - len(a_texts)
+    window_passes = answered.batches - window_start.batches + 1
+    print(f"\n[abandon] queue {last_queued.depth:.0f} -> {answered.depth:.0f} by the 499s, {passes_between:.0f} "
+          f"forward passes finished meanwhile (A still running: {a_running}); {abandoned_embedded:.0f} of the "
+          f"2000 abandoned inputs embedded, at most {MAX_BATCH} in each of {window_passes:.0f} passes allowed")
+    assert answered.depth <= len(a_texts), f"{answered.depth:.0f} inputs still queued after both clients left"
+    assert shrink > MAX_BATCH * (passes_between + 2), (
+        f"the queue shrank by {shrink:.0f} inputs while {passes_between:.0f} forward passes finished: B2's "
+        f"inputs were embedded, not dropped")
+    assert 0 <= abandoned_embedded <= MAX_BATCH * window_passes, (
+        f"{abandoned_embedded:.0f} inputs of the abandoned requests were embedded; at most {MAX_BATCH} in each "
+        f"of the {window_passes:.0f} forward passes started before their departure was answered")
     assert_serving(server)
 
 
@@ -202,13 +267,17 @@ def test_abandoned_requests_are_not_server_errors(server):
         send_and_abandon(server, path, sentences(1000, 24, f"leave{path}", seed=4), wait_until_queued=True)
         wait_until(lambda: queue_depth(server.base) <= OCCUPY, timeout=30, what="the abandoned inputs to be dropped")
     occupy_thread.join(900)
-    time.sleep(0.5)
-    after = scrape(server.base)
-    statuses = {(s.labels["route"], s.labels["status"]): s.value
-                for s in after["embed_http_requests"] if s.name == "embed_http_requests_total"}
-    old = {(s.labels["route"], s.labels["status"]): s.value
-           for s in before["embed_http_requests"] if s.name == "embed_http_requests_total"}
-    new = {k: v - old.get(k, 0) for k, v in statuses.items() if v - old.get(k, 0)}
+    old = request_counts(before)
+
+    def counted_since() -> dict[tuple[str, str], float]:
+        now = request_counts(scrape(server.base))
+        return {k: v - old.get(k, 0) for k, v in now.items() if v - old.get(k, 0)}
+
+    # The access counter records a request when its handler ends, whatever the status: wait until all three
+    # embed requests (the occupying one and the two abandoned) are counted, then look at their statuses.
+    wait_until(lambda: sum(v for (route, _), v in counted_since().items() if route in (OLLAMA, OPENAI)) >= 3,
+               timeout=30, what="the three embed requests to be counted")
+    new = counted_since()
     print(f"\n[abandon] requests counted meanwhile: {new}")
     assert not {k: v for k, v in new.items() if k[1].startswith("5")}, new
     assert new.get((OLLAMA, "499")) == 1 and new.get((OPENAI, "499")) == 1, new

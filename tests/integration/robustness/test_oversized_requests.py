@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from typing import Any
@@ -18,16 +19,19 @@ from tests.integration.robustness.robustness_support import (
     MODEL,
     OLLAMA,
     OPENAI,
+    answer_pending,
     assert_error,
     assert_serving,
     embed_body,
     http_request,
     jbytes,
     raw_exchange,
+    read_response,
+    reference_vector,
+    server_read_everything,
     vectors_of,
+    wait_until,
 )
-
-MIB = 1024 * 1024
 
 MIB = 1024 * 1024
 
@@ -60,38 +64,39 @@ def test_five_megabyte_string_is_truncated_fast(path, bad_server, http):
     assert_serving(bad_server, http)
 
 
+SERVED_MEANWHILE = 3  # normal rounds (a request in each dialect) to be answered while the big word is handled
+
+
 def test_five_megabyte_single_word_does_not_block_others(bad_server):
     """5 MB without whitespace is one [UNK] word for BERT's WordPiece: 200 and the [UNK] vector. The
-    tokenizer has to read all of it (seconds of CPU), but other clients are answered meanwhile, each in
-    less than half that time."""
+    tokenizer has to read all of it (seconds of CPU), but on a tokenizer thread: other clients are answered
+    meanwhile. Once the server has read the whole request (nothing unread in its socket), normal requests go
+    one after another, and each counts only if the big one is still unanswered when it completes; at least
+    SERVED_MEANWHILE rounds must (24-38 were, here, on two busy cores or on one). Had the tokenization
+    blocked the event loop, the request in flight would wait for it and the next could only race the big
+    word's own forward pass: one round at most (0 with the tokenizer run on the event loop, patched in memory)."""
     word = "a" * 5_000_000
-    result: dict[str, Any] = {}
-
-    def big():
-        started = time.perf_counter()
-        result["r"] = httpx.post(bad_server.base + OLLAMA, content=jbytes({"model": MODEL, "input": word}),
-                                 timeout=300)
-        result["seconds"] = time.perf_counter() - started
-
-    thread = threading.Thread(target=big)
-    thread.start()
-    latencies = []
-    time.sleep(0.3)
-    while thread.is_alive() and len(latencies) < 20:
-        started = time.perf_counter()
-        assert_serving(bad_server)
-        latencies.append(time.perf_counter() - started)
-    thread.join(300)
-    r = result["r"]
-    assert r.status_code == 200, r.text[:300]
+    reference_vector(bad_server)  # fetched now, not during the big request
+    sock = socket.create_connection(("127.0.0.1", bad_server.port), timeout=300)
+    try:
+        sock.sendall(http_request("POST", OLLAMA, jbytes({"model": MODEL, "input": word}), JSON_HEADERS))
+        wait_until(lambda: server_read_everything(sock), timeout=120, what="the server to read the 5 MB request")
+        served = 0
+        while served < SERVED_MEANWHILE and answer_pending(sock):
+            assert_serving(bad_server)
+            if answer_pending(sock):
+                served += 1
+        r = read_response(sock)
+    finally:
+        sock.close()
+    assert r.status == 200, r.body[:300]
     assert r.json()["prompt_eval_count"] == 3  # [CLS] [UNK] [SEP]
     unk = httpx.post(bad_server.base + OLLAMA, json={"model": MODEL, "input": "a" * 101}, timeout=60)
     assert np.allclose(r.json()["embeddings"], unk.json()["embeddings"], atol=1e-5)
-    print(f"\n[5MB one word] {result['seconds']:.2f}s; {len(latencies)} normal requests meanwhile, "
-          f"slowest {max(latencies, default=0):.2f}s")
-    # Nobody waits for that tokenization: other requests go through the other tokenizer thread.
-    assert len(latencies) >= 3, "other clients were not served while the big word was tokenized"
-    assert max(latencies) < 0.5 * result["seconds"], latencies
+    print(f"\n[5MB one word] {served} normal rounds answered while it was handled")
+    assert served >= SERVED_MEANWHILE, (
+        f"only {served} normal rounds were answered while the 5 MB word was handled: its tokenization held up "
+        f"other clients (or it no longer takes long enough to tell)")
 
 
 @pytest.mark.parametrize("path", [OLLAMA, OPENAI, LEGACY])
@@ -150,19 +155,26 @@ HOSTILE = {
 }
 
 
+def seconds_to_parse(data: bytes) -> float:
+    started = time.perf_counter()
+    json.loads(data)
+    return time.perf_counter() - started
+
+
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_16mb_bodies_do_not_stall_or_bloat_the_server(name, bad_server):
     """A body just under 16 MiB must neither freeze the event loop (other clients and /health wait) much
     longer than merely parsing it takes, nor multiply into gigabytes of memory (deploy/k8s: 4 GiB limit).
     Parsing is FastAPI's json.loads in the event loop: ~1-5 s for 4M nested arrays on a busy 2-core box,
-    so the bound is relative: /health waits at most 2.5 x (json.loads time here) + 1 s. The server's peak
-    RSS may grow by less than 40x the body (~640 MB; the parsed JSON alone is ~400 MB for 4M arrays)."""
+    and the loop cannot answer /health meanwhile, so no structural check can replace a time bound here. The
+    bound is relative to json.loads of the same body in this process, timed just before and just after the
+    request (the slower of the two, so that a change of load during the test is seen): /health waits at most
+    2.5 x that + 1 s (measured: 0.95-1.5 x, the loop being busy with the body for nearly all the request).
+    The server's peak RSS (VmHWM, reset before the request) may grow by less than 40x the body (~640 MB;
+    the parsed JSON alone is ~400 MB for 4M arrays)."""
     path, data = HOSTILE[name]
     assert len(data) < 16 * MIB
-    started = time.perf_counter()
-    json.loads(data)
-    parse_seconds = time.perf_counter() - started
-    allowed = 2.5 * parse_seconds + 1.0
+    parse_before = seconds_to_parse(data)
     can_measure_peak = bad_server.reset_peak_rss()
     rss_before = bad_server.status_kb("VmRSS")
     result: dict[str, Any] = {}
@@ -175,13 +187,15 @@ def test_hostile_16mb_bodies_do_not_stall_or_bloat_the_server(name, bad_server):
     thread = threading.Thread(target=hostile)
     thread.start()
     worst = 0.0
-    while thread.is_alive():
+    while thread.is_alive():  # /health probed every 50 ms while the request is handled: its slowest answer
         started = time.perf_counter()
         assert httpx.get(bad_server.base + "/health", timeout=600).status_code == 200
         worst = max(worst, time.perf_counter() - started)
         time.sleep(0.05)
     thread.join()
     r = result["r"]
+    parse_seconds = max(parse_before, seconds_to_parse(data))
+    allowed = 2.5 * parse_seconds + 1.0
     peak_growth_mb = (bad_server.status_kb("VmHWM") - rss_before) / 1024 if can_measure_peak else float("nan")
     print(f"\n[hostile {name}] {r.status_code} in {result['seconds']:.2f}s; /health worst {worst:.2f}s; "
           f"(json.loads here {parse_seconds:.2f}s, allowed {allowed:.2f}s); peak RSS +{peak_growth_mb:.0f} MB; "
