@@ -174,8 +174,8 @@ class ModelWorker:
                     idle_trim = self.trimmer.idle_seconds
 
     def _begin(self, batch: list[Item], sliced: bool = True) -> EmbedJob | None:
-        """``batch``'s job (cut in units of a quarter slice if ``sliced``), None if it could not start."""
-        unit_ms = self.slice_seconds * 1000 / 4 if sliced and math.isfinite(self.slice_seconds) else None
+        """``batch``'s job (cut in units of half a slice if ``sliced``), None if it could not start."""
+        unit_ms = self.slice_seconds * 1000 / 2 if sliced and math.isfinite(self.slice_seconds) else None
         self._running.append(batch)
         try:
             return job_of(self.embedder, [item.ids for item in batch], unit_ms)

@@ -57,6 +57,10 @@ class Dense:
             raise RuntimeError("oneDNN blocked weights disagree with the default linear")
         self.blocked = blocked
 
+    def into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``self(x)`` written into ``out`` (rows of a larger matrix: no copy of the product)."""
+        return torch.addmm(self.bias, x, self.weight.t(), out=out)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.shape[0]
         if self.blocked is None or rows > SHORT_TOKENS:

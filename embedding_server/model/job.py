@@ -37,7 +37,7 @@ class EmbedJob:
         return self.result is not None
 
     def run(self, seconds: float = math.inf) -> bool:
-        """Advance for about ``seconds`` (at least one unit of work); True once the result is ready."""
+        """Advance for at most about ``seconds`` (at least one unit of work); True once the result is ready."""
         self.slices += 1
         started = time.perf_counter()
         try:
@@ -46,10 +46,12 @@ class EmbedJob:
             self.seconds += time.perf_counter() - started
 
     def _advance(self, deadline: float) -> bool:
+        """Units until done, or until the next unit (assumed as long as the last) would end past ``deadline``."""
         import torch
 
         with torch.inference_mode():
             while True:
+                unit_started = time.perf_counter()
                 try:
                     next(self._steps)
                 except StopIteration as finished:
@@ -63,7 +65,8 @@ class EmbedJob:
                     if self._on_fallback is not None:
                         self._on_fallback(self.fell_back)
                     continue
-                if time.perf_counter() >= deadline:
+                now = time.perf_counter()
+                if now + (now - unit_started) > deadline:
                     return False
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from .attention import Group, attend, attend_steps, plan_groups
 from .dense import Dense, blocked_kernels_available
+from .pages import release_file_pages
 from .self_check import self_check
 from .slicing import WHOLE, Slicing
 from .standard import pad_batch, standard_forward  # noqa: F401 - re-exported
@@ -31,9 +32,12 @@ log = logging.getLogger(__name__)
 
 
 def _fuse(modules) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack the Linear modules' weights and biases; the modules then hold views of the stack."""
+    """Stack the Linear modules' weights and biases; the modules then hold views of the stack, and the
+    originals' pages, if mapped from the checkpoint file, leave the resident set (see ``pages``)."""
+    originals = [t.detach() for m in modules for t in (m.weight, m.bias)]
     weight = torch.cat([m.weight.detach() for m in modules]).contiguous()
     bias = torch.cat([m.bias.detach() for m in modules]).contiguous()
+    release_file_pages(originals)
     row = 0
     for m in modules:
         n = m.weight.shape[0]
@@ -225,7 +229,7 @@ class PackedEncoder:
         total = x.shape[0]
         qkv = x.new_empty(total, 3 * self.hidden)
         for start in range(0, total, rows):
-            qkv[start:start + rows] = layer.qkv(x[start:start + rows])
+            layer.qkv.into(x[start:start + rows], qkv[start:start + rows])
             yield
         attended = yield from attend_steps(qkv, groups, self.heads, pairs)
         del qkv

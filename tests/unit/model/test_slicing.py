@@ -92,9 +92,9 @@ def test_units_are_bounded_by_the_slicing(long_xlmr, monkeypatch):
 
 def test_forward_cost_sizes_units_to_the_time_budget():
     cost = ForwardCost(layers=24, token_ms=0.16, pair_ms=4e-5)
-    slicing = cost.slicing(unit_ms=40)
-    assert slicing.rows == 240 and slicing.rows % 16 == 0
-    assert slicing.pairs == pytest.approx(1_000_000)
+    slicing = cost.slicing(unit_ms=100)
+    assert slicing.rows == 624 and slicing.rows % 16 == 0
+    assert slicing.pairs == pytest.approx(2_500_000)
     assert cost.slicing(unit_ms=1).rows == MIN_ROWS  # never smaller products than that
     assert cost.estimate_ms([100, 200]) == pytest.approx(24 * (0.16 * 300 + 4e-5 * (100 ** 2 + 200 ** 2)))
 
