@@ -69,14 +69,16 @@ def attend(qkv: torch.Tensor, groups: list[Group], heads: int) -> torch.Tensor:
             return done.value
 
 
-def attend_steps(qkv: torch.Tensor, groups: list[Group], heads: int, max_pairs: float = float("inf")):
+def attend_steps(qkv: torch.Tensor, groups: list[Group], heads: int, max_pairs: float = float("inf"),
+                 min_rows: int = 256):
     """Generator form of ``attend``: yields between units of work, returns the attention output.
 
     Each group is gathered once into its padded layout (padding slots repeat a real row: their
     keys are masked and their outputs dropped), and its real rows are selected straight into the
     result: one copy in and one out per group. A group with more than ``max_pairs`` (query, key)
-    pairs runs in blocks of query rows, each against all keys and values of its sequences (the
-    same result, computed in bounded pieces), with a yield after each block.
+    pairs (counted over all heads) runs in blocks of heads, and if one head is still too much, of
+    query rows too (at least ``min_rows``), each against all keys and values of its sequences: the
+    same result, computed in bounded pieces, with a yield after each block.
     """
     hidden = qkv.shape[1] // 3
     attended = qkv.new_empty(qkv.shape[0], hidden) if len(groups) > 1 else None
@@ -85,11 +87,11 @@ def attend_steps(qkv: torch.Tensor, groups: list[Group], heads: int, max_pairs: 
         if group.gather is not None:
             part = part.index_select(0, group.gather)
         q, k, v = part.view(group.count, group.longest, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
-        block = _block_rows(group, max_pairs)
-        if block >= group.longest:
+        block_heads, block_rows = _blocks(group, heads, max_pairs, min_rows)
+        if block_heads >= heads and block_rows >= group.longest:
             out = _attention(q, k, v, group.mask)
         else:
-            out = yield from _blocked_attention(q, k, v, group.mask, block)
+            out = yield from _blocked_attention(q, k, v, group.mask, block_heads, block_rows)
         out = out.transpose(1, 2).reshape(-1, hidden)
         if attended is None:  # one group: its output is the result
             return out if group.keep is None else out.index_select(0, group.keep)
@@ -102,27 +104,38 @@ def attend_steps(qkv: torch.Tensor, groups: list[Group], heads: int, max_pairs: 
     return attended
 
 
-def _block_rows(group: Group, max_pairs: float) -> int:
-    """Query rows per block so that one block has at most ``max_pairs`` (query, key) pairs (a multiple of 16)."""
-    pairs = group.count * group.longest * group.longest
-    if pairs <= max_pairs:
-        return group.longest
-    rows = int(max_pairs // (group.count * group.longest))
-    return max(16, rows - rows % 16)
+def _blocks(group: Group, heads: int, max_pairs: float, min_rows: int) -> tuple[int, int]:
+    """(heads, query rows) per block so that a block holds at most ``max_pairs`` all-head pairs.
+
+    Heads first: the fused kernel runs a block of heads over all query rows as fast as all heads
+    at once (8,192 tokens: 1.52 s per layer either way), while blocks of a few hundred query rows
+    lose 10-25% to its smaller tiles. Rows are split only when one head is over the budget.
+    """
+    per_head = group.count * group.longest * group.longest / heads  # all-head pairs one head costs
+    if per_head * heads <= max_pairs:
+        return heads, group.longest
+    if per_head <= max_pairs:
+        return int(max_pairs // per_head), group.longest
+    rows = int(max_pairs * heads // (group.count * group.longest))
+    return 1, max(min_rows, rows - rows % 16)
 
 
-def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, block: int):
-    """``_attention`` over blocks of ``block`` query rows; yields after each block, returns the output.
+def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                       block_heads: int, block_rows: int):
+    """``_attention`` over blocks of heads and query rows; yields after each block, returns the output.
 
     Keys and values are made contiguous once (the fused kernel would copy them on every call).
     No (length x length) score matrix exists at any time: the fused kernel tiles each block.
     """
     k, v = k.contiguous(), v.contiguous()
     out = q.new_empty(q.shape)
-    for start in range(0, q.shape[2], block):
-        rows = slice(start, start + block)
-        out[:, :, rows] = F.scaled_dot_product_attention(q[:, :, rows], k, v, attn_mask=mask)
-        yield
+    for first in range(0, q.shape[1], block_heads):
+        heads = slice(first, first + block_heads)
+        for start in range(0, q.shape[2], block_rows):
+            rows = slice(start, start + block_rows)
+            out[:, heads, rows] = F.scaled_dot_product_attention(q[:, heads, rows], k[:, heads], v[:, heads],
+                                                                 attn_mask=mask)
+            yield
     return out
 
 

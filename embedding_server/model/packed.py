@@ -179,7 +179,7 @@ class PackedEncoder:
             if rows >= x.shape[0] and not any(g.count * g.longest ** 2 > slicing.pairs for g in groups):
                 x = self._layer(layer, x, groups)
             else:
-                yield from self._layer_in_chunks(layer, x, groups, rows, slicing.pairs)
+                yield from self._layer_in_chunks(layer, x, groups, rows, slicing)
         if order != sorted(order):  # back to the caller's sequence order
             position = {seq: k for k, seq in enumerate(order)}
             index = torch.cat([torch.arange(starts[position[i]], starts[position[i] + 1]) for i in range(len(batch))])
@@ -222,7 +222,7 @@ class PackedEncoder:
         up = torch.ops.aten.gelu_(up) if layer.gelu_in_place else layer.activation(up)
         return F.layer_norm(layer.down(up).add_(x), (hidden,), layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
 
-    def _layer_in_chunks(self, layer: _Layer, x: torch.Tensor, groups: list[Group], rows: int, pairs: float):
+    def _layer_in_chunks(self, layer: _Layer, x: torch.Tensor, groups: list[Group], rows: int, slicing: Slicing):
         """One layer in units of bounded cost, updating ``x`` in place: query/key/value over chunks of
         ``rows`` tokens, attention in blocks, then the per-token rest over chunks (once attention is done,
         no token reads another's row, so each chunk overwrites its own rows)."""
@@ -231,7 +231,7 @@ class PackedEncoder:
         for start in range(0, total, rows):
             layer.qkv.into(x[start:start + rows], qkv[start:start + rows])
             yield
-        attended = yield from attend_steps(qkv, groups, self.heads, pairs)
+        attended = yield from attend_steps(qkv, groups, self.heads, slicing.pairs, slicing.block_rows)
         del qkv
         for start in range(0, total, rows):
             part = slice(start, start + rows)

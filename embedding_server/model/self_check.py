@@ -22,8 +22,8 @@ FULL_DEPTH = ([3, 9, 10, 17], [5, 30, SHORT_TOKENS])
 # Through two layers: one padded attention group over 48 tokens (masked fused kernel), single-sequence
 # groups, then sequences as long as the positions allow (up to 240) until over 512 tokens in all.
 LONG_START, LONG_TAIL, LONG_TOTAL = [50, 55, 58, 75, 100], 240, 512
-# Slicing small enough to cut that batch into many units.
-TINY_SLICING = Slicing(rows=64, pairs=32 * 240)
+# Slicing small enough to cut that batch into many units: attention in blocks of heads and of query rows.
+TINY_SLICING = Slicing(rows=64, pairs=2048, block_rows=16)
 
 
 def long_lengths(max_length: int) -> list[int]:

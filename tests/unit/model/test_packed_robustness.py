@@ -65,9 +65,9 @@ def test_self_check_reaches_masked_fused_attention_and_a_batch_over_512_tokens(t
         calls.append((q.shape[0], q.shape[2], mask is not None))
         return real_attention(q, k, v, mask)
 
-    def blocked_attention(q, k, v, mask, block):
-        blocked.append((q.shape[0], q.shape[2], block))
-        return (yield from real_blocked(q, k, v, mask, block))
+    def blocked_attention(q, k, v, mask, block_heads, block_rows):
+        blocked.append((q.shape[0], q.shape[2], block_heads < q.shape[1], block_rows < q.shape[2]))
+        return (yield from real_blocked(q, k, v, mask, block_heads, block_rows))
 
     def steps(self, batch, *args):
         totals.append(sum(map(len, batch)))
@@ -80,7 +80,9 @@ def test_self_check_reaches_masked_fused_attention_and_a_batch_over_512_tokens(t
     assert encoder.padding_free
     # The fused kernel's masked branch: several sequences of different lengths, over the plain-attention limit.
     assert any(n > 1 and length > attention_module._PLAIN_ATTENTION_LENGTH and masked for n, length, masked in calls)
-    assert any(n > 1 for n, _, _ in blocked) and any(n == 1 for n, _, _ in blocked)  # the sliced forward, too
+    # The sliced forward, too: blocks of heads and of query rows, for groups of one and of several sequences.
+    assert any(n > 1 and by_rows for n, _, _, by_rows in blocked) and any(n == 1 and by_rows for n, _, _, by_rows in blocked)
+    assert any(by_heads for _, _, by_heads, _ in blocked)
     assert max(totals) > 512
 
 
