@@ -4,27 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
 
-from ..model.encoder import InputTooLong, SentenceEncoder
+from ..model.encoder import SentenceEncoder
 from ..settings import Settings
-from .errors import ContextLengthExceeded, InvalidInput, LimitExceeded, ModelNotFound, ModelUnavailable
+from .errors import InvalidInput, LimitExceeded, ModelNotFound, ModelUnavailable
 from .heap import HeapTrimmer
 from .registry import ModelEntry, ModelRegistry, discover
-from .token_ids import decode_cl100k
-from .types import EmbedRequest, EmbedResult
+from .inputs import check_rows, prompt_text, token_ids, tokenize_inline
+from .types import DENSE, TOKENS, EmbedRequest, EmbedResult
 from .scheduler import CostModel
 from .worker import BatchStats, ModelWorker
 
 log = logging.getLogger(__name__)
 
-# JSON allows "\ud800" escapes; Python keeps such lone surrogates in str, and no tokenizer can encode them.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Engine:
@@ -133,7 +130,7 @@ class Engine:
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         """Embed all inputs of ``request``, in order. Cancelling drops its queued work."""
         self._loop = self._loop or asyncio.get_running_loop()
-        entry = self.registry.resolve(request.model)
+        entry = self.registry.resolve(self.settings.model if request.model is None else request.model)
         load_ns = await self.registry.ensure_loaded(entry, self._load)
         encoder = entry.encoder
         if len(request.inputs) > self.settings.max_inputs:
@@ -142,14 +139,18 @@ class Engine:
         dim = encoder.details.dimension
         if request.dimensions is not None and not 1 <= request.dimensions <= dim:
             raise InvalidInput(f"dimensions must be between 1 and {dim} for model '{entry.name}'", param="dimensions")
+        prompt = prompt_text(encoder, request.prompt_name)
         if not request.inputs:
-            return EmbedResult(entry.name, np.zeros((0, request.dimensions or dim), np.float32), [], load_ns)
+            return EmbedResult(entry.name, np.zeros((0, request.dimensions or dim), np.float32), [], load_ns,
+                               [] if TOKENS in request.outputs else None)
 
-        if _tokenize_inline(request):  # a query: cheaper here than a round trip through a thread
-            ids = self._token_ids(encoder, request)
+        mode = self.settings.token_ids if request.token_ids else "text"
+        if tokenize_inline(request):  # a query: cheaper here than a round trip through a thread
+            ids = token_ids(encoder, request, mode, prompt)
         else:
-            ids = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, self._token_ids, encoder, request)
-        _check_rows(encoder, ids)
+            ids = await asyncio.get_running_loop().run_in_executor(
+                self._tokenize_pool, token_ids, encoder, request, mode, prompt)
+        check_rows(encoder, ids)
         counts = [len(x) for x in ids]
         if sum(counts) > self.settings.max_request_tokens:
             raise LimitExceeded(
@@ -158,73 +159,15 @@ class Engine:
         worker = entry.worker  # None if its thread died while this request was tokenized
         if worker is None or not worker.alive:
             raise ModelUnavailable(f"model '{entry.name}' stopped working and is being reloaded; retry")
-        ticket = worker.submit(ids)
+        ticket = worker.submit(ids, request.outputs)
         try:
-            vectors = await ticket.future
+            outputs = await ticket.future
         except asyncio.CancelledError:
             worker.cancel(ticket)
             raise
-        return EmbedResult(entry.name, _shorten(vectors, request.dimensions), counts, load_ns)
-
-    def _token_ids(self, encoder: SentenceEncoder, request: EmbedRequest) -> list[list[int]]:
-        """Model token ids per input (on a tokenizer thread, or on the event loop for a query)."""
-        inputs = request.inputs
-        mode = self.settings.token_ids if request.token_ids else "text"
-        if mode == "reject":
-            raise InvalidInput("token-id inputs are disabled on this server (EMBED_TOKEN_IDS=reject); send text",
-                               param="input")
-        if mode == "openai":
-            inputs = [decode_cl100k(ids) for ids in inputs]
-        elif mode == "model":
-            return [self._model_ids(encoder, ids, i, request.truncate) for i, ids in enumerate(inputs)]
-        bad = next((i for i, text in enumerate(inputs) if not text.isascii() and _LONE_SURROGATE.search(text)), None)
-        if bad is not None:
-            raise InvalidInput(f"input {bad} is not valid Unicode text (it holds a lone UTF-16 surrogate)",
-                               param="input")
-        try:
-            return encoder.tokenize(list(inputs), truncate=request.truncate)
-        except InputTooLong as exc:
-            raise ContextLengthExceeded("the input length exceeds the context length", param="input") from exc
-
-    @staticmethod
-    def _model_ids(encoder: SentenceEncoder, ids: list[int], index: int, truncate: bool) -> list[int]:
-        vocab = _rows(encoder)
-        bad = next((i for i in ids if not 0 <= i < vocab), None)
-        if bad is not None:
-            raise InvalidInput(f"token id {bad} in input {index} is outside the model's vocabulary (size {vocab})",
-                               param="input")
-        try:
-            wrapped = encoder.with_special_tokens(ids, truncate)
-        except InputTooLong as exc:
-            raise ContextLengthExceeded("the input length exceeds the context length", param="input") from exc
-        return wrapped
-
-
-# Requests at most this large are tokenized on the event loop (~0.1 ms of tokenizer work); larger ones
-# go to the tokenizer threads so that the loop never stalls behind a bulk request's tokenization.
-INLINE_INPUTS, INLINE_CHARS = 8, 2048
-
-
-def _tokenize_inline(request: EmbedRequest) -> bool:
-    return len(request.inputs) <= INLINE_INPUTS and sum(len(x) for x in request.inputs) <= INLINE_CHARS
-
-
-def _rows(encoder) -> int:
-    """Valid token ids are below this: the embedding matrix's rows (the tokenizer may know more tokens)."""
-    details = encoder.details
-    return getattr(details, "embedding_rows", 0) or details.vocab_size
-
-
-def _check_rows(encoder, ids: list[list[int]]) -> None:
-    """Refuse a request holding a token id the model has no embedding for (a tokenizer with added tokens
-    beyond the matrix): that input cannot run, and would otherwise fail the batch it shares."""
-    rows = getattr(encoder.details, "embedding_rows", 0)
-    if not rows or getattr(encoder.details, "vocab_size", 0) <= rows:
-        return
-    for index, seq in enumerate(ids):
-        if seq and max(seq) >= rows:
-            raise InvalidInput(f"input {index} holds token id {max(seq)}, which the model has no embedding for "
-                               f"(its vocabulary has {rows} rows)", param="input")
+        vectors = (finish_dense(outputs[DENSE], request.dimensions, request.normalize) if DENSE in outputs
+                   else np.zeros((len(ids), 0), np.float32))
+        return EmbedResult(entry.name, vectors, counts, load_ns, outputs.get(TOKENS))
 
 
 def _calibrated_cost(encoder, name: str) -> CostModel:
@@ -247,10 +190,12 @@ def _calibrated_cost(encoder, name: str) -> CostModel:
     return CostModel(overhead=tokens, per_token=1.0, padding_weight=1.0)
 
 
-def _shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
-    """Keep the first ``dimensions`` components and re-normalise (Matryoshka-style)."""
-    if dimensions is None or dimensions >= vectors.shape[1]:
+def finish_dense(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """Pooled vectors as the request wants them: the first ``dimensions`` components (Matryoshka-style),
+    then L2-normalised unless ``normalize`` is False."""
+    if dimensions is not None and dimensions < vectors.shape[1]:
+        vectors = np.ascontiguousarray(vectors[:, :dimensions])
+    if not normalize:
         return vectors
-    cut = np.ascontiguousarray(vectors[:, :dimensions])
-    norms = np.linalg.norm(cut, axis=1, keepdims=True)
-    return cut / np.maximum(norms, 1e-12)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
 import numpy as np
+
+from ..model.heads import DENSE, ONLY_DENSE, TOKENS  # noqa: F401 - the output names dialects ask for
 
 
 @dataclass
@@ -12,23 +16,29 @@ class EmbedRequest:
 
     ``inputs`` holds texts, or token-id lists when ``token_ids`` is set; how ids are read
     (OpenAI's cl100k_base, the model's own vocabulary, or refused) is the engine's setting.
+    ``model`` None means the default model. ``outputs`` names the heads wanted (``DENSE``, ``TOKENS``).
     """
 
-    model: str
+    model: str | None
     inputs: list[str] | list[list[int]]
     truncate: bool = True
     dimensions: int | None = None
     token_ids: bool = False
+    normalize: bool = True  # L2-normalise dense vectors (after cutting them to ``dimensions``)
+    outputs: frozenset[str] = ONLY_DENSE
+    truncation_direction: Literal["right", "left"] = "right"  # which end of an over-long text is cut
+    prompt_name: str | None = None  # a prompt of the model's config_sentence_transformers.json, put before each text
 
 
 @dataclass
 class EmbedResult:
-    """Vectors in input order, token counts, and timings in nanoseconds."""
+    """Outputs in input order, token counts, and timings in nanoseconds."""
 
     model: str
-    embeddings: np.ndarray  # (n_inputs, dim) float32, C-contiguous, L2-normalised
+    embeddings: np.ndarray  # (n_inputs, dim) float32, C-contiguous; L2-normalised unless the request said not to
     token_counts: list[int] = field(default_factory=list)
     load_ns: int = 0
+    token_states: list[np.ndarray] | None = None  # TOKENS: (tokens, dim) float32 per input
 
     @property
     def prompt_tokens(self) -> int:

@@ -14,21 +14,37 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..model.heads import DENSE, ONLY_DENSE
 from .errors import EngineError, Overloaded
 from .scheduler import CostModel, is_small, plan_batch
 
 
 @dataclass(eq=False)
 class Ticket:
-    """One submitted request: its result rows fill in as batches complete."""
+    """One submitted request: its outputs fill in as batches complete; the future then resolves to
+    ``{head: outputs}`` (dense: an (n, dim) float32 array of pooled vectors; tokens: a list of arrays)."""
 
     request_id: int
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     size: int
     remaining: int
-    rows: np.ndarray | None = None
+    heads: frozenset[str] = ONLY_DENSE
+    results: dict = field(default_factory=dict)
     cancelled: bool = False
+
+    def fill(self, index: int, outputs: dict, position: int) -> bool:
+        """Store input ``index``'s outputs (row ``position`` of a batch's ``outputs``); True once complete."""
+        for head in self.heads:
+            value = outputs[head][position]
+            if head == DENSE:
+                if DENSE not in self.results:
+                    self.results[DENSE] = np.empty((self.size, len(value)), np.float32)
+                self.results[DENSE][index] = value
+            else:
+                self.results.setdefault(head, [None] * self.size)[index] = value
+        self.remaining -= 1
+        return self.remaining == 0
 
 
 @dataclass(eq=False)
@@ -76,12 +92,12 @@ class WorkQueue:
     def queued_inputs(self) -> int:
         return self._queued
 
-    def submit(self, batch_ids: list[list[int]]) -> Ticket:
-        """Queue one request's inputs; its ticket's future resolves to a (n, dim) array."""
+    def submit(self, batch_ids: list[list[int]], heads: frozenset[str] = ONLY_DENSE) -> Ticket:
+        """Queue one request's inputs; its ticket's future resolves to ``{head: outputs}`` for ``heads``."""
         loop = asyncio.get_running_loop()
-        ticket = Ticket(next(self._ids), loop.create_future(), loop, len(batch_ids), len(batch_ids))
+        ticket = Ticket(next(self._ids), loop.create_future(), loop, len(batch_ids), len(batch_ids), heads)
         if not batch_ids:
-            ticket.future.set_result(np.zeros((0, 0), np.float32))
+            ticket.future.set_result({head: np.zeros((0, 0), np.float32) if head == DENSE else [] for head in heads})
             return ticket
         items = sorted((Item(len(ids), ticket.request_id, i, ids, ticket) for i, ids in enumerate(batch_ids)),
                        key=lambda item: item.length)

@@ -17,6 +17,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from ..model.heads import ONLY_DENSE
 from ..model.job import EmbedJob, job_of
 from .errors import InferenceFailed, ModelUnavailable
 from .heap import HeapTrimmer
@@ -27,8 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class Embedder(Protocol):
-    """What the worker needs of a model: batched id lists in, normalised vectors out
-    (``start(batch, unit_ms) -> EmbedJob`` too, for forwards that can be sliced)."""
+    """What the worker needs of a model: batched id lists in, vectors out; or, for forwards that can be
+    sliced and have several heads, ``start(batch, unit_ms, heads) -> EmbedJob``."""
 
     def embed(self, batch: list[list[int]]) -> np.ndarray: ...
 
@@ -112,9 +113,10 @@ class ModelWorker:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def submit(self, batch_ids: list[list[int]]) -> Ticket:
-        """Queue one request's inputs; its ticket's future resolves to a (n, dim) array."""
-        return self.queue.submit(batch_ids)
+    def submit(self, batch_ids: list[list[int]], heads: frozenset[str] = ONLY_DENSE) -> Ticket:
+        """Queue one request's inputs; its ticket's future resolves to ``{head: outputs}`` for ``heads``
+        (dense: the pooled vectors, not yet normalised)."""
+        return self.queue.submit(batch_ids, heads)
 
     def cancel(self, ticket: Ticket) -> None:
         """Drop a request's queued inputs (its client went away)."""
@@ -177,8 +179,9 @@ class ModelWorker:
         """``batch``'s job (cut in units of half a slice if ``sliced``), None if it could not start."""
         unit_ms = self.slice_seconds * 1000 / 2 if sliced and math.isfinite(self.slice_seconds) else None
         self._running.append(batch)
+        heads = frozenset().union(*(item.ticket.heads for item in batch))
         try:
-            return job_of(self.embedder, [item.ids for item in batch], unit_ms)
+            return job_of(self.embedder, [item.ids for item in batch], unit_ms, heads)
         except Exception as exc:  # noqa: BLE001
             self._running.remove(batch)
             self._recover(batch, exc)
@@ -234,20 +237,13 @@ class ModelWorker:
 
     def _deliver(self, batch: list[Item], job: EmbedJob) -> None:
         """Metrics first (so that a client reading them after its answer sees its batch), then the rows."""
-        vectors = job.result
         self.last_batch_failed = False
         self.batches_run += 1
         self._observe(batch, job.seconds, failed=False, fallback=job.fell_back is not None, slices=job.slices)
-        for item, row in zip(batch, vectors):
+        for position, item in enumerate(batch):
             ticket = item.ticket
-            if ticket.cancelled:
-                continue
-            if ticket.rows is None:
-                ticket.rows = np.empty((ticket.size, vectors.shape[1]), np.float32)
-            ticket.rows[item.index] = row
-            ticket.remaining -= 1
-            if ticket.remaining == 0:
-                settle(ticket, ticket.rows)
+            if not ticket.cancelled and ticket.fill(item.index, job.result, position):
+                settle(ticket, ticket.results)
 
     def _observe(self, batch: list[Item], seconds: float, failed: bool, fallback: bool = False,
                  slices: int = 1) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .pooling import POOLING_MODES
@@ -26,6 +26,7 @@ class CheckpointInfo:
     max_seq_length: int | None  # from sentence_bert_config.json, None when absent
     architecture: str  # config.json model_type, e.g. "bert", "xlm-roberta"
     do_lower_case: bool = False  # sentence_bert_config.json asks to lowercase inputs
+    prompts: dict[str, str] = field(default_factory=dict)  # config_sentence_transformers.json, e.g. {"query": "query: "}
 
 
 def _read_json(path: Path) -> dict:
@@ -111,10 +112,19 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
         max_seq_length = int(st["max_seq_length"]) if st.get("max_seq_length") else None
         do_lower_case = bool(st.get("do_lower_case", False))
 
+    prompts: dict[str, str] = {}
+    st_model_config = path / "config_sentence_transformers.json"
+    if st_model_config.is_file():
+        raw = _read_json(st_model_config).get("prompts") or {}
+        if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+            raise CheckpointError(f"{path}: 'prompts' in config_sentence_transformers.json is not a name -> text map")
+        prompts = {str(k): v for k, v in raw.items()}
+
     return CheckpointInfo(
         path=path,
         pooling=pooling,
         max_seq_length=max_seq_length,
         architecture=str(config.get("model_type", "unknown")),
         do_lower_case=do_lower_case,
+        prompts=prompts,
     )

@@ -17,7 +17,8 @@ import numpy as np
 from .checkpoint import CheckpointError, CheckpointInfo, inspect_checkpoint
 from .job import EmbedJob, one_step
 from .packed import PackedEncoder
-from .pooling import normalize, pool, pool_packed
+from .heads import DENSE, ONLY_DENSE, packed_outputs, padded_outputs
+from .pooling import normalize
 from .slicing import WHOLE, ForwardCost, measure_cost
 from .standard import pad_batch, standard_forward
 from .tokenization import InputTooLong, TextTokenizer  # noqa: F401 - InputTooLong is part of this module's API
@@ -106,12 +107,17 @@ class SentenceEncoder:
         )
         self._torch = torch
 
-    def tokenize(self, texts: list[str], truncate: bool = True) -> list[list[int]]:
-        """Token ids per text, special tokens included, cut to the context length.
-
-        With ``truncate=False`` an over-long text raises InputTooLong instead.
+    def tokenize(self, texts: list[str], truncate: bool = True, direction: str | None = None,
+                 prompt: str | None = None) -> list[list[int]]:
+        """Token ids per text, special tokens included, cut to the context length (from ``direction``'s end;
+        ``prompt`` put before each text). With ``truncate=False`` an over-long text raises InputTooLong instead.
         """
-        return self.text.tokenize(texts, truncate)
+        return self.text.tokenize(texts, truncate, direction, prompt)
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The prompts of the folder's config_sentence_transformers.json, by name."""
+        return self.info.prompts
 
     def with_special_tokens(self, ids: list[int], truncate: bool = True) -> list[int]:
         """Raw model-vocabulary ids wrapped in the model's special tokens, cut to the context length."""
@@ -173,33 +179,30 @@ class SentenceEncoder:
         """L2-normalised float32 vectors, one row per id list, pooled under the padding mask."""
         job = self.start(batch)
         job.run()
-        return job.result
+        return normalize(self._torch.from_numpy(job.result[DENSE])).numpy()
 
-    def start(self, batch: list[list[int]], unit_ms: float | None = None) -> EmbedJob:
-        """The forward of ``batch`` as a job: with the padding-free forward and ``unit_ms``, in units of about
-        that many milliseconds (see ``EmbedJob.run``); else in one unit. A padding-free forward that raises
-        is redone with the transformers forward (``fallbacks`` counts it; the first is logged)."""
+    def start(self, batch: list[list[int]], unit_ms: float | None = None, heads: frozenset[str] = ONLY_DENSE) -> EmbedJob:
+        """The forward of ``batch`` as a job whose result maps each of ``heads`` to its outputs (see ``heads``):
+        with the padding-free forward and ``unit_ms``, in units of about that many milliseconds (see
+        ``EmbedJob.run``); else in one unit. A padding-free forward that raises is redone with the transformers
+        forward (``fallbacks`` counts it; the first is logged)."""
         lengths = [len(ids) for ids in batch]
         if self._packed is None or min(lengths) == 0:
-            return EmbedJob(one_step(lambda: self._standard_vectors(batch)))
+            return EmbedJob(one_step(lambda: self._standard_outputs(batch, heads)))
         slicing = self.cost.slicing(unit_ms) if unit_ms and self.cost is not None else WHOLE
-        return EmbedJob(self._packed_steps(batch, lengths, slicing),
-                        fallback=lambda: one_step(lambda: self._standard_vectors(batch)),
+        return EmbedJob(self._packed_steps(batch, lengths, slicing, heads),
+                        fallback=lambda: one_step(lambda: self._standard_outputs(batch, heads)),
                         on_fallback=self._note_fallback)
 
-    def estimate_ms(self, lengths: list[int]) -> float | None:
-        """Rough forward time of inputs of ``lengths`` tokens (None before the costs are measured)."""
-        return None if self.cost is None else self.cost.estimate_ms(lengths)
-
-    def _packed_steps(self, batch: list[list[int]], lengths: list[int], slicing):
+    def _packed_steps(self, batch: list[list[int]], lengths: list[int], slicing, heads: frozenset[str]):
         hidden = yield from self._packed.steps(batch, slicing)
-        return normalize(pool_packed(hidden, lengths, self.pooling)).float().numpy()
+        return packed_outputs(hidden, lengths, heads, self.pooling)
 
-    def _standard_vectors(self, batch: list[list[int]]) -> np.ndarray:
+    def _standard_outputs(self, batch: list[list[int]], heads: frozenset[str]) -> dict:
         ids, mask = pad_batch(batch, self.pad_id)
         with self._torch.inference_mode():
             hidden = standard_forward(self.model, ids, mask, self._wants_token_types)
-            return normalize(pool(hidden, mask.long(), self.pooling)).float().numpy()
+            return padded_outputs(hidden, mask, heads, self.pooling)
 
     def _note_fallback(self, reason: str) -> None:
         self.fallbacks += 1

@@ -11,13 +11,13 @@ import math
 import time
 from typing import Callable, Generator
 
-import numpy as np
+from .heads import DENSE, ONLY_DENSE
 
-Steps = Generator[None, None, np.ndarray]
+Steps = Generator[None, None, dict]
 
 
 class EmbedJob:
-    """One batch's forward; ``result`` holds its (n, dim) float32 vectors once ``run`` returned True.
+    """One batch's forward; ``result`` maps each head it computed to its outputs once ``run`` returned True.
 
     ``fallback`` (optional) builds replacement steps when the forward raises; ``fell_back`` then says
     why, and ``on_fallback(reason)`` is called once. Without a fallback, or if it raises too, the
@@ -27,7 +27,7 @@ class EmbedJob:
     def __init__(self, steps: Steps, fallback: Callable[[], Steps] | None = None,
                  on_fallback: Callable[[str], None] | None = None):
         self._steps, self._fallback, self._on_fallback = steps, fallback, on_fallback
-        self.result: np.ndarray | None = None
+        self.result: dict | None = None
         self.fell_back: str | None = None
         self.slices = 0
         self.seconds = 0.0  # spent in run()
@@ -70,15 +70,16 @@ class EmbedJob:
                     return False
 
 
-def one_step(compute: Callable[[], np.ndarray]) -> Steps:
+def one_step(compute: Callable[[], dict]) -> Steps:
     """Steps of a forward that cannot be cut: all of it in one unit."""
     return compute()
     yield  # unreachable: makes this a generator
 
 
-def job_of(embedder, batch: list[list[int]], unit_ms: float | None = None) -> EmbedJob:
-    """``embedder.start(batch, unit_ms)`` when it has one, else a one-unit job around ``embedder.embed``."""
+def job_of(embedder, batch: list[list[int]], unit_ms: float | None = None, heads: frozenset[str] = ONLY_DENSE) -> EmbedJob:
+    """``embedder.start(batch, unit_ms, heads)`` when it has one, else a one-unit job around ``embedder.embed``
+    (whose vectors are the dense head: such an embedder has no other)."""
     start = getattr(embedder, "start", None)
     if start is not None:
-        return start(batch, unit_ms)
-    return EmbedJob(one_step(lambda: embedder.embed(batch)))
+        return start(batch, unit_ms, heads)
+    return EmbedJob(one_step(lambda: {DENSE: embedder.embed(batch)}))

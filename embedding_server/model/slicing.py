@@ -47,10 +47,6 @@ class ForwardCost:
     token_ms: float  # query/key/value, output, feed-forward and norms of one token in one layer
     pair_ms: float  # attention of one (query, key) pair in one layer, all heads
 
-    def estimate_ms(self, lengths: list[int]) -> float:
-        """Rough forward time of sequences of ``lengths`` (dense work plus attention)."""
-        return self.layers * (self.token_ms * sum(lengths) + self.pair_ms * sum(n * n for n in lengths))
-
     def slicing(self, unit_ms: float) -> Slicing:
         """Unit sizes so that one unit of dense work or attention takes about ``unit_ms``."""
         rows = max(MIN_ROWS, int(unit_ms / max(self.token_ms, 1e-9)))

@@ -39,12 +39,12 @@ class KillableEncoder(SentenceEncoder):
         self.kill, self.entered, self.gate = False, threading.Event(), threading.Event()
         self.gate.set()
 
-    def start(self, batch, unit_ms=None):
+    def start(self, batch, unit_ms=None, heads=None):
         self.entered.set()
         assert self.gate.wait(30)
         if self.kill:
             raise WorkerKilled("simulated worker crash")
-        return super().start(batch, unit_ms)
+        return super().start(batch, unit_ms, heads) if heads else super().start(batch, unit_ms)
 
 
 def test_a_dead_worker_fails_waiting_requests_in_their_dialect_and_the_model_is_reloaded(tiny_models_dir):

@@ -31,8 +31,8 @@ class GatedEncoder:
         self.forward_gate.set()
         self.forward_started = threading.Event()
 
-    def tokenize(self, texts, truncate=True):
-        return self.inner.tokenize(texts, truncate)
+    def tokenize(self, texts, truncate=True, **options):
+        return self.inner.tokenize(texts, truncate, **options)
 
     def embed(self, batch):
         self.forward_started.set()

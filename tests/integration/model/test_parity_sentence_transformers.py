@@ -64,3 +64,21 @@ def test_minilm_context_and_pooling_follow_its_files(minilm_dir):
     assert encoder.context_length == 256  # sentence_bert_config.json
     assert encoder.pooling == "mean"  # 1_Pooling/config.json
     assert encoder.details.dimension == 384
+
+
+def test_the_sliced_forward_matches_sentence_transformers(folder):
+    """The forward the worker runs in slices, cut into the smallest units (dense chunks of 512 tokens, attention
+    in blocks of heads and rows), gives sentence-transformers' vectors too."""
+    from sentence_transformers import SentenceTransformer
+
+    texts = TEXTS * 4  # > 512 tokens in all: several dense chunks
+    reference = SentenceTransformer(str(folder), device="cpu", local_files_only=True).encode(
+        texts, normalize_embeddings=True, convert_to_numpy=True)
+    encoder = SentenceEncoder(folder)
+    encoder.warm_up()
+    job = encoder.start(encoder.tokenize(texts), unit_ms=1e-6)
+    while not job.run(0.0):
+        pass
+    assert job.slices > len(encoder._packed.layers) * 3  # really cut: several units per layer
+    cos = _cosines(job.result["dense"], reference)
+    assert cos.min() >= MIN_COSINE, f"worst cosine {cos.min():.8f} for {texts[int(cos.argmin())]!r:.60}"

@@ -8,8 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from embedding_server.engine import engine as engine_module
-from embedding_server.engine.engine import Engine, _tokenize_inline
+from embedding_server.engine import inputs as inputs_module
+from embedding_server.engine.engine import Engine
+from embedding_server.engine.inputs import tokenize_inline
 from embedding_server.engine.types import EmbedRequest
 from embedding_server.settings import Settings
 
@@ -23,7 +24,7 @@ class ThreadNotingEncoder:
     def __init__(self):
         self.tokenize_threads: list[str] = []
 
-    def tokenize(self, texts, truncate=True):
+    def tokenize(self, texts, truncate=True, direction=None, prompt=None):
         self.tokenize_threads.append(threading.current_thread().name)
         return [[1] * max(1, len(t)) for t in texts]
 
@@ -48,11 +49,11 @@ def engine(tmp_path):
 
 
 def test_inline_threshold_counts_inputs_and_characters():
-    small = EmbedRequest("m", ["a" * 100] * engine_module.INLINE_INPUTS)
-    assert _tokenize_inline(small)
-    assert not _tokenize_inline(EmbedRequest("m", ["a"] * (engine_module.INLINE_INPUTS + 1)))
-    assert not _tokenize_inline(EmbedRequest("m", ["a" * (engine_module.INLINE_CHARS + 1)]))
-    assert _tokenize_inline(EmbedRequest("m", [[1, 2, 3]], token_ids=True))
+    small = EmbedRequest("m", ["a" * 100] * inputs_module.INLINE_INPUTS)
+    assert tokenize_inline(small)
+    assert not tokenize_inline(EmbedRequest("m", ["a"] * (inputs_module.INLINE_INPUTS + 1)))
+    assert not tokenize_inline(EmbedRequest("m", ["a" * (inputs_module.INLINE_CHARS + 1)]))
+    assert tokenize_inline(EmbedRequest("m", [[1, 2, 3]], token_ids=True))
 
 
 def test_queries_on_the_loop_bulk_on_tokenizer_threads(engine):

@@ -47,6 +47,11 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 30))
 
 
+async def dense_of(ticket) -> np.ndarray:
+    """The vectors a ticket resolves to (its dense outputs)."""
+    return (await ticket.future)["dense"]
+
+
 @contextlib.contextmanager
 def worker_for(embedder: FakeEmbedder, start: bool = True, **kw):
     kw = {"max_batch_tokens": 10_000, "max_batch_size": 8, "max_queued_inputs": 10_000, **kw}
@@ -72,7 +77,7 @@ def test_results_in_input_order_and_batches_within_limits():
 
     async def main():
         with worker_for(emb, max_batch_size=8, max_batch_tokens=200, on_batch=stats.append) as w:
-            return await w.submit(inputs(0, lengths)).future
+            return await dense_of(w.submit(inputs(0, lengths)))
 
     rows = run(main())
     assert rows.shape == (60, 3) and rows.dtype == np.float32
@@ -95,7 +100,7 @@ def test_concurrent_requests_each_get_their_rows():
     async def main():
         with worker_for(emb, max_batch_size=4) as w:
             tickets = {r: w.submit(inputs(r, lengths)) for r, lengths in requests.items()}
-            return {r: await t.future for r, t in tickets.items()}
+            return {r: await dense_of(t) for r, t in tickets.items()}
 
     results = run(main())
     for r, lengths in requests.items():
@@ -115,10 +120,10 @@ def test_failed_batch_fails_only_its_request():
             b = w.submit([[POISON, 5]])
             c = w.submit(inputs(3, [2]))
             emb.gate.set()
-            ra = await a.future
+            ra = await dense_of(a)
             with pytest.raises(InferenceFailed, match="RuntimeError"):
                 await b.future
-            return ra, await c.future, w
+            return ra, await dense_of(c), w
 
     ra, rc, w = run(main())
     assert ra[0, 0] == 1000 and rc[0, 0] == 3000
@@ -136,7 +141,7 @@ def test_failure_drops_rest_of_request_and_worker_keeps_serving():
                 await bad.future
             assert w.last_batch_failed
             assert w.queued_inputs == 0
-            good = await w.submit(inputs(8, [4])).future
+            good = await dense_of(w.submit(inputs(8, [4])))
             assert not w.last_batch_failed
             assert w.alive
             return good
@@ -179,7 +184,7 @@ def test_single_query_overtakes_bulk_request():
             await wait_started(emb)  # batch 0 (bulk only) is running
             query = w.submit(inputs(2, [10]))
             emb.gate.set()
-            return await bulk.future, await query.future
+            return await dense_of(bulk), await dense_of(query)
 
     bulk, query = run(main())
     holding = [i for i, b in enumerate(emb.batches) if 2000 in {ids[0] for ids in b}]
@@ -205,7 +210,7 @@ def test_overload_beyond_max_queued_inputs():
             await a.future
             await b.future
             # With nothing queued, even a request over the limit is accepted (else it could never run).
-            return await w.submit(inputs(4, [1] * 25)).future
+            return await dense_of(w.submit(inputs(4, [1] * 25)))
 
     assert run(main()).shape == (25, 3)
     assert 2000 not in emb.all_codes()
@@ -222,7 +227,7 @@ def test_stop_drains_queue_then_ends_thread():
         assert not w.alive
         with pytest.raises(Overloaded, match="shutting down"):
             w.submit(inputs(9, [1]))
-        return [await t.future for t in tickets]
+        return [await dense_of(t) for t in tickets]
 
     results = run(main())
     for r, rows in enumerate(results, start=1):
@@ -233,8 +238,8 @@ def test_stop_drains_queue_then_ends_thread():
 def test_empty_submission_resolves_and_worker_survives():
     async def main():
         with worker_for(FakeEmbedder()) as w:
-            assert len(await asyncio.wait_for(w.submit([]).future, 2)) == 0
-            after = await asyncio.wait_for(w.submit(inputs(1, [3])).future, 5)
+            assert len((await asyncio.wait_for(w.submit([]).future, 2))["dense"]) == 0
+            after = await asyncio.wait_for(dense_of(w.submit(inputs(1, [3]))), 5)
             assert w.alive
             return after
 

@@ -9,7 +9,7 @@ import pytest
 
 from embedding_server.engine import worker as worker_module
 from embedding_server.engine.errors import InferenceFailed, ModelUnavailable
-from tests.unit.engine.test_worker import POISON, FakeEmbedder, inputs, run, worker_for
+from tests.unit.engine.test_worker import POISON, FakeEmbedder, dense_of, inputs, run, worker_for
 
 
 class WorkerKilled(BaseException):
@@ -38,7 +38,7 @@ def test_a_bad_input_fails_only_its_own_request():
             await first.future
             with pytest.raises(InferenceFailed):
                 await bad.future
-            return await good_a.future, await good_b.future, w
+            return await dense_of(good_a), await dense_of(good_b), w
 
     a, b, w = run(main())
     assert a[0, 0] == 2000 and b[0, 0] == 3000
@@ -117,5 +117,5 @@ def test_results_still_arrive_in_order_after_isolation_retries():
 
     *good, bad = run(main())
     assert isinstance(bad, InferenceFailed)
-    for k, rows in enumerate(good, start=1):
-        np.testing.assert_array_equal(rows[:, 0], [k * 1000, k * 1000 + 1])
+    for k, outputs in enumerate(good, start=1):
+        np.testing.assert_array_equal(outputs["dense"][:, 0], [k * 1000, k * 1000 + 1])

@@ -41,7 +41,7 @@ def test_factory_cost_model_and_batches_all_run_on_the_worker_thread():
         async def go():
             return await worker.submit([[1, 2], [3]]).future
 
-        assert asyncio.run(go()).shape == (2, 2)
+        assert asyncio.run(go())["dense"].shape == (2, 2)
         assert worker.embedder.threads == {worker._thread} == {seen["cost_thread"]}
         assert worker._thread is not threading.current_thread()
     finally:

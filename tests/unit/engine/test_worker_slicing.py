@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 from embedding_server.model.job import EmbedJob
-from tests.unit.engine.test_worker import inputs, run, worker_for
+from tests.unit.engine.test_worker import dense_of, inputs, run, worker_for
 
 
 class SlicedEmbedder:
@@ -21,7 +21,7 @@ class SlicedEmbedder:
         self.unit_ms: list[float | None] = []
         self.started, self.gate = threading.Event(), threading.Event()
 
-    def start(self, batch, unit_ms=None):
+    def start(self, batch, unit_ms=None, heads=None):
         self.unit_ms.append(unit_ms)
         return EmbedJob(self._steps(batch))
 
@@ -33,12 +33,7 @@ class SlicedEmbedder:
                 self.started.set()
                 assert self.gate.wait(10), "test never released the gate"
             yield
-        return np.array([[ids[0], len(ids), 0] for ids in batch], dtype=np.float32)
-
-    def embed(self, batch):
-        job = self.start(batch)
-        job.run()
-        return job.result
+        return {"dense": np.array([[ids[0], len(ids), 0] for ids in batch], dtype=np.float32)}
 
 
 def owners(log):
@@ -54,9 +49,9 @@ def test_queries_run_between_slices_of_a_long_document():
             assert await asyncio.to_thread(emb.started.wait, 10)
             queries = [w.submit(inputs(100 + k, [8])) for k in range(2)]
             emb.gate.set()
-            got = await doc.future, *[await q.future for q in queries]
+            got = await dense_of(doc), *[await dense_of(q) for q in queries]
             later = w.submit(inputs(200, [8]))  # nothing else running: at once
-            return got, await later.future
+            return got, await dense_of(later)
 
     (doc, *queries), later = run(main())
     assert doc[0, 1] == 1000 and [q[0, 0] for q in queries] == [100_000, 101_000]
@@ -107,7 +102,7 @@ def test_a_job_whose_clients_all_left_stops_between_slices():
             assert await asyncio.to_thread(emb.started.wait, 10)
             w.cancel(doc)  # the client went away during the first slice
             emb.gate.set()
-            return await w.submit(inputs(2, [8])).future
+            return await dense_of(w.submit(inputs(2, [8])))
 
     assert run(main())[0, 0] == 2000
     assert owners(emb.log) == [1, 2]  # the document's other nine units never ran
@@ -121,7 +116,7 @@ def test_slices_are_timed_by_the_budget():
 
     async def main():
         with worker_for(emb, slice_seconds=60.0, on_batch=stats.append) as w:
-            return await w.submit(inputs(1, [1000])).future
+            return await dense_of(w.submit(inputs(1, [1000])))
 
     run(main())
     assert owners(emb.log) == [1] * 10

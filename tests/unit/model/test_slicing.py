@@ -62,10 +62,11 @@ def test_sliced_job_vectors_equal_embed_and_the_transformers_forward(long_xlmr, 
     while not job.run(0.0):
         slices += 1
     assert slices > 20 and job.slices == slices + 1
-    cosine = (job.result * expected).sum(1)
+    vectors = job.result["dense"] / np.linalg.norm(job.result["dense"], axis=1, keepdims=True)
+    cosine = (vectors * expected).sum(1)
     assert cosine.min() >= 0.99999, cosine
     standard = SentenceEncoder(long_xlmr.info.path, padding_free=False).embed(batch)
-    assert (job.result * standard).sum(1).min() >= 0.99999
+    assert (vectors * standard).sum(1).min() >= 0.99999
 
 
 def test_units_are_bounded_by_the_slicing(long_xlmr, monkeypatch):
@@ -99,7 +100,6 @@ def test_forward_cost_sizes_units_to_the_time_budget():
     assert slicing.rows == 624 and slicing.rows % 16 == 0
     assert slicing.pairs == pytest.approx(2_500_000) and slicing.block_rows == MIN_BLOCK_ROWS
     assert cost.slicing(unit_ms=1).rows == MIN_ROWS  # never smaller products than that
-    assert cost.estimate_ms([100, 200]) == pytest.approx(24 * (0.16 * 300 + 4e-5 * (100 ** 2 + 200 ** 2)))
 
 
 def test_measured_cost_is_positive_and_scales_with_width(long_xlmr, tiny_models_dir):

@@ -1,0 +1,88 @@
+"""A request's inputs as the model's token ids: texts tokenized (with a prompt, truncated from either end),
+OpenAI token arrays decoded, model token ids wrapped, and every id checked against the embedding matrix."""
+
+from __future__ import annotations
+
+import re
+
+from ..model.encoder import InputTooLong, SentenceEncoder
+from .errors import ContextLengthExceeded, InvalidInput
+from .token_ids import decode_cl100k
+from .types import EmbedRequest
+
+# JSON allows "\ud800" escapes; Python keeps such lone surrogates in str, and no tokenizer can encode them.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Requests at most this large are tokenized on the event loop (~0.1 ms of tokenizer work); larger ones
+# go to the tokenizer threads so that the loop never stalls behind a bulk request's tokenization.
+INLINE_INPUTS, INLINE_CHARS = 8, 2048
+
+
+def tokenize_inline(request: EmbedRequest) -> bool:
+    """Whether ``request`` is small enough to tokenize on the event loop."""
+    return len(request.inputs) <= INLINE_INPUTS and sum(len(x) for x in request.inputs) <= INLINE_CHARS
+
+
+def prompt_text(encoder, name: str | None) -> str | None:
+    """The text of the model's prompt ``name`` (config_sentence_transformers.json); InvalidInput if unknown."""
+    if name is None:
+        return None
+    prompts = getattr(encoder, "prompts", None) or {}
+    if name not in prompts:
+        known = ", ".join(sorted(prompts)) or "none"
+        raise InvalidInput(f"prompt_name '{name}' is not one of the model's prompts ({known})", param="prompt_name")
+    return prompts[name]
+
+
+def token_ids(encoder: SentenceEncoder, request: EmbedRequest, mode: str, prompt: str | None) -> list[list[int]]:
+    """Model token ids per input (on a tokenizer thread, or on the event loop for a query).
+
+    ``mode`` says how token-id inputs are read: "text" (they are texts), "openai" (cl100k_base ids),
+    "model" (the model's own ids), "reject".
+    """
+    inputs = request.inputs
+    if mode == "reject":
+        raise InvalidInput("token-id inputs are disabled on this server (EMBED_TOKEN_IDS=reject); send text",
+                           param="input")
+    if mode == "openai":
+        inputs = [decode_cl100k(ids) for ids in inputs]
+    elif mode == "model":
+        return [_model_ids(encoder, ids, i, request.truncate) for i, ids in enumerate(inputs)]
+    bad = next((i for i, text in enumerate(inputs) if not text.isascii() and _LONE_SURROGATE.search(text)), None)
+    if bad is not None:
+        raise InvalidInput(f"input {bad} is not valid Unicode text (it holds a lone UTF-16 surrogate)", param="input")
+    try:
+        return encoder.tokenize(list(inputs), truncate=request.truncate, direction=request.truncation_direction,
+                                prompt=prompt)
+    except InputTooLong as exc:
+        raise ContextLengthExceeded("the input length exceeds the context length", param="input") from exc
+
+
+def _model_ids(encoder: SentenceEncoder, ids: list[int], index: int, truncate: bool) -> list[int]:
+    vocab = rows(encoder)
+    bad = next((i for i in ids if not 0 <= i < vocab), None)
+    if bad is not None:
+        raise InvalidInput(f"token id {bad} in input {index} is outside the model's vocabulary (size {vocab})",
+                           param="input")
+    try:
+        return encoder.with_special_tokens(ids, truncate)
+    except InputTooLong as exc:
+        raise ContextLengthExceeded("the input length exceeds the context length", param="input") from exc
+
+
+def rows(encoder) -> int:
+    """Valid token ids are below this: the embedding matrix's rows (the tokenizer may know more tokens)."""
+    details = encoder.details
+    return getattr(details, "embedding_rows", 0) or details.vocab_size
+
+
+def check_rows(encoder, ids: list[list[int]]) -> None:
+    """Refuse a request holding a token id the model has no embedding for (a tokenizer with added tokens
+    beyond the matrix): that input cannot run, and would otherwise fail the batch it shares."""
+    matrix_rows = getattr(encoder.details, "embedding_rows", 0)
+    if not matrix_rows or getattr(encoder.details, "vocab_size", 0) <= matrix_rows:
+        return
+    for index, seq in enumerate(ids):
+        if seq and max(seq) >= matrix_rows:
+            raise InvalidInput(f"input {index} holds token id {max(seq)}, which the model has no embedding for "
+                               f"(its vocabulary has {matrix_rows} rows)", param="input")
