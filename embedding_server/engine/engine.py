@@ -15,8 +15,8 @@ from ..settings import Settings
 from .errors import InvalidInput, LimitExceeded, ModelNotFound, ModelUnavailable
 from .heap import HeapTrimmer
 from .registry import ModelEntry, ModelRegistry, discover
-from .inputs import check_rows, prompt_text, token_ids, tokenize_inline
-from .types import DENSE, TOKENS, EmbedRequest, EmbedResult
+from .inputs import check_outputs, check_rows, prompt_text, token_ids, tokenize_inline
+from .types import COLBERT, DENSE, SPARSE, TOKENS, EmbedRequest, EmbedResult
 from .scheduler import CostModel
 from .worker import BatchStats, ModelWorker
 
@@ -140,9 +140,11 @@ class Engine:
         if request.dimensions is not None and not 1 <= request.dimensions <= dim:
             raise InvalidInput(f"dimensions must be between 1 and {dim} for model '{entry.name}'", param="dimensions")
         prompt = prompt_text(encoder, request.prompt_name)
+        check_outputs(entry.name, encoder, request.outputs)
         if not request.inputs:
+            empty = {head: [] for head in request.outputs - {DENSE}}
             return EmbedResult(entry.name, np.zeros((0, request.dimensions or dim), np.float32), [], load_ns,
-                               [] if TOKENS in request.outputs else None)
+                               empty.get(TOKENS), empty.get(SPARSE), empty.get(COLBERT))
 
         mode = self.settings.token_ids if request.token_ids else "text"
         if tokenize_inline(request):  # a query: cheaper here than a round trip through a thread
@@ -167,7 +169,8 @@ class Engine:
             raise
         vectors = (finish_dense(outputs[DENSE], request.dimensions, request.normalize) if DENSE in outputs
                    else np.zeros((len(ids), 0), np.float32))
-        return EmbedResult(entry.name, vectors, counts, load_ns, outputs.get(TOKENS))
+        return EmbedResult(entry.name, vectors, counts, load_ns, outputs.get(TOKENS), outputs.get(SPARSE),
+                           outputs.get(COLBERT))
 
 
 def _calibrated_cost(encoder, name: str) -> CostModel:

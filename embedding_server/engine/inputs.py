@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from ..model.encoder import InputTooLong, SentenceEncoder
+from ..model.heads import DENSE, HEAD_FILES
 from .errors import ContextLengthExceeded, InvalidInput
 from .token_ids import decode_cl100k
 from .types import EmbedRequest
@@ -21,6 +22,15 @@ INLINE_INPUTS, INLINE_CHARS = 8, 2048
 def tokenize_inline(request: EmbedRequest) -> bool:
     """Whether ``request`` is small enough to tokenize on the event loop."""
     return len(request.inputs) <= INLINE_INPUTS and sum(len(x) for x in request.inputs) <= INLINE_CHARS
+
+
+def check_outputs(name: str, encoder, wanted: frozenset[str]) -> None:
+    """InvalidInput naming the missing head file when the model cannot give one of the ``wanted`` outputs."""
+    available = getattr(encoder, "outputs", frozenset({DENSE}))
+    for output in sorted(wanted - available):
+        file = HEAD_FILES.get(output)
+        why = f"its folder has no {file} (BGE-M3's {output} head)" if file else "it has no such output"
+        raise InvalidInput(f"model '{name}' cannot give {output} outputs: {why}", param="outputs")
 
 
 def prompt_text(encoder, name: str | None) -> str | None:

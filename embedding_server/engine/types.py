@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..model.heads import DENSE, ONLY_DENSE, TOKENS  # noqa: F401 - the output names dialects ask for
+from ..model.heads import COLBERT, DENSE, ONLY_DENSE, SPARSE, TOKENS  # noqa: F401 - the output names dialects ask for
 
 
 @dataclass
@@ -16,7 +16,8 @@ class EmbedRequest:
 
     ``inputs`` holds texts, or token-id lists when ``token_ids`` is set; how ids are read
     (OpenAI's cl100k_base, the model's own vocabulary, or refused) is the engine's setting.
-    ``model`` None means the default model. ``outputs`` names the heads wanted (``DENSE``, ``TOKENS``).
+    ``model`` None means the default model. ``outputs`` names the heads wanted (``DENSE``, ``TOKENS``, and
+    for BGE-M3 folders ``SPARSE`` and ``COLBERT``), all computed from one forward.
     """
 
     model: str | None
@@ -39,6 +40,8 @@ class EmbedResult:
     token_counts: list[int] = field(default_factory=list)
     load_ns: int = 0
     token_states: list[np.ndarray] | None = None  # TOKENS: (tokens, dim) float32 per input
+    sparse: list[tuple[np.ndarray, np.ndarray]] | None = None  # SPARSE: (token ids ascending, weights) per input
+    colbert: list[np.ndarray] | None = None  # COLBERT: (tokens - 1, dim) L2-normalised float32 per input
 
     @property
     def prompt_tokens(self) -> int:

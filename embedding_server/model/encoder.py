@@ -17,7 +17,7 @@ import numpy as np
 from .checkpoint import CheckpointError, CheckpointInfo, inspect_checkpoint
 from .job import EmbedJob, one_step
 from .packed import PackedEncoder
-from .heads import DENSE, ONLY_DENSE, packed_outputs, padded_outputs
+from .heads import DENSE, ONLY_DENSE, TOKENS, ExtraHeads, packed_outputs, padded_outputs
 from .pooling import normalize
 from .slicing import WHOLE, ForwardCost, measure_cost
 from .standard import pad_batch, standard_forward
@@ -92,6 +92,11 @@ class SentenceEncoder:
         # Padding-free forward for BERT-style models (checked against the standard one), else None.
         self._packed = PackedEncoder.build(self.model, self._wants_token_types, self.pad_id,
                                            short_batch_copy_mb * 2**20) if padding_free else None
+        try:  # BGE-M3's sparse / ColBERT heads, when the folder has them
+            self.extra = ExtraHeads.load(Path(path), int(self.model.config.hidden_size), self.tokenizer)
+        except Exception as exc:  # noqa: BLE001 - one clear line
+            raise CheckpointError(f"{path}: cannot load a head file: {exc}") from None
+        self.outputs = frozenset({DENSE, TOKENS}) | (self.extra.names if self.extra else frozenset())
         self.cost: ForwardCost | None = None  # measured by warm_up() for the padding-free forward
         self.fallbacks = 0  # padding-free forwards that raised and were redone by the transformers forward
         self.details = ModelDetails(
@@ -196,13 +201,13 @@ class SentenceEncoder:
 
     def _packed_steps(self, batch: list[list[int]], lengths: list[int], slicing, heads: frozenset[str]):
         hidden = yield from self._packed.steps(batch, slicing)
-        return packed_outputs(hidden, lengths, heads, self.pooling)
+        return packed_outputs(hidden, batch, heads, self.pooling, self.extra)
 
     def _standard_outputs(self, batch: list[list[int]], heads: frozenset[str]) -> dict:
         ids, mask = pad_batch(batch, self.pad_id)
         with self._torch.inference_mode():
             hidden = standard_forward(self.model, ids, mask, self._wants_token_types)
-            return padded_outputs(hidden, mask, heads, self.pooling)
+            return padded_outputs(hidden, mask, batch, heads, self.pooling, self.extra)
 
     def _note_fallback(self, reason: str) -> None:
         self.fallbacks += 1

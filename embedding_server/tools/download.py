@@ -3,9 +3,9 @@
 Run through ``./download-model.sh`` (or ``python -m embedding_server.tools.download``).
 Only the files serving needs are fetched: config/tokenizer JSON, tokenizer vocabularies,
 sentence-transformers module folders (``1_Pooling/`` ...) and the weights, as safetensors
-when the repo has them (``pytorch_model*.bin`` otherwise). ONNX/OpenVINO/CoreML exports,
-TF/Flax/Rust weights, images and extra heads (BGE-M3's ``colbert_linear.pt``,
-``sparse_linear.pt``) are skipped.
+when the repo has them (``pytorch_model*.bin`` otherwise), and BGE-M3's extra heads
+(``sparse_linear.pt``, ``colbert_linear.pt``: its sparse and ColBERT outputs). ONNX/OpenVINO/CoreML
+exports, TF/Flax/Rust weights, training state and images are skipped.
 
 ``HF_ENDPOINT`` (a mirror) and ``HF_TOKEN`` (gated/private repos) are read by
 huggingface_hub itself: this tool never passes an endpoint or a token, so they apply as set.
@@ -31,7 +31,8 @@ _NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 _REPO_ID = re.compile(rf"^{_NAME}/{_NAME}$")
 # sentence-transformers module folders listed in modules.json: 1_Pooling, 2_Dense, 2_Normalize...
 _MODULE_DIR = re.compile(r"^\d+_[A-Za-z]\w*$")
-_KEEP_NAMES = {"vocab.txt", "merges.txt", "README.md", "LICENSE", "LICENSE.txt", "LICENSE.md", "NOTICE"}
+_KEEP_NAMES = {"vocab.txt", "merges.txt", "README.md", "LICENSE", "LICENSE.txt", "LICENSE.md", "NOTICE",
+               "sparse_linear.pt", "colbert_linear.pt"}  # BGE-M3's sparse and ColBERT heads
 _KEEP_SUFFIXES = (".json", ".safetensors", ".model", ".tiktoken")
 _BIN_WEIGHTS = re.compile(r"^pytorch_model(?:-\d+-of-\d+)?\.bin(?:\.index\.json)?$")
 
@@ -60,7 +61,7 @@ def select_files(repo_files: list[str]) -> list[str]:
 
     Keeps root-level and ``<n>_<Module>/`` files that are JSON, safetensors, tokenizer
     vocabularies (``*.model``, ``vocab.txt``, ``merges.txt``, ``*.tiktoken``), README/LICENSE,
-    and ``pytorch_model*.bin`` only in folders that have no ``*.safetensors``.
+    BGE-M3's head files, and ``pytorch_model*.bin`` only in folders that have no ``*.safetensors``.
     """
     kept = [f for f in repo_files if _is_servable(f)]
     with_safetensors = {str(PurePosixPath(f).parent) for f in kept if f.endswith(".safetensors")}

@@ -112,3 +112,21 @@ def minimal_safetensors() -> bytes:
     """A valid one-tensor safetensors file: enough for checks that read only the header."""
     header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
     return len(header).to_bytes(8, "little") + header + b"\x00" * 4
+
+
+def make_tiny_bge_m3(path: Path, seed: int = 0, heads: tuple[str, ...] = ("sparse", "colbert"),
+                     max_seq_length: int = 64) -> Path:
+    """A tiny XLM-R shaped like BGE-M3 (CLS pooling, no token types, 1,026 positions) with its two extra heads:
+    ``sparse_linear.pt`` (Linear hidden->1) and ``colbert_linear.pt`` (Linear hidden->hidden), saved as BGE-M3's
+    are (state dicts, loadable with ``weights_only=True``)."""
+    import torch
+
+    make_tiny_xlmr(path, pooling="cls", max_seq_length=max_seq_length, seed=seed, token_types=False, positions=1026)
+    generator = torch.Generator().manual_seed(seed + 1)
+    shapes = {"sparse": (1, 32), "colbert": (32, 32)}
+    for head in heads:
+        out_features, in_features = shapes[head]
+        weight = torch.randn(out_features, in_features, generator=generator) * 0.5
+        bias = torch.randn(out_features, generator=generator) * 0.1
+        torch.save({"weight": weight, "bias": bias}, path / f"{head}_linear.pt")
+    return path

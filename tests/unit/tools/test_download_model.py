@@ -41,8 +41,8 @@ BGE_M3_FILES = [
     "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
 ]  # fmt: skip
 BGE_M3_KEEP = [
-    "1_Pooling/config.json", "README.md", "config.json", "config_sentence_transformers.json",
-    "modules.json", "sentence_bert_config.json", "sentencepiece.bpe.model",
+    "1_Pooling/config.json", "README.md", "colbert_linear.pt", "config.json", "config_sentence_transformers.json",
+    "modules.json", "sentence_bert_config.json", "sentencepiece.bpe.model", "sparse_linear.pt",
     "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
 ]  # fmt: skip
 

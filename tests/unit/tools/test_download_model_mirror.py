@@ -99,11 +99,11 @@ def test_script_downloads_from_mirror_with_token(mirror, tmp_path):
 
     local = dest / "some-model"
     got = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file() and ".cache" not in p.parts)
-    assert got == ["1_Pooling/config.json", "config.json", "model.safetensors", "tokenizer.json"]
+    assert got == ["1_Pooling/config.json", "colbert_linear.pt", "config.json", "model.safetensors", "tokenizer.json"]
     assert (local / "1_Pooling" / "config.json").read_bytes() == FILES["1_Pooling/config.json"]
     assert str(local) in result.stdout and "EMBED_MODEL=some-model make run" in result.stdout
 
     paths = [path for _, path, _ in FakeMirror.requests]
     assert "/api/models/org/Some-Model/tree/v2" in paths  # --revision reaches the hub
-    assert not any(p.endswith(("pytorch_model.bin", ".onnx", ".pt", ".jpg")) for p in paths)
+    assert not any(p.endswith(("pytorch_model.bin", ".onnx", ".jpg")) for p in paths)
     assert {auth for _, _, auth in FakeMirror.requests} == {"Bearer hf_test_token"}
