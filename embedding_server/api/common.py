@@ -49,16 +49,18 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
 
 
 async def require_api_key(request: Request) -> None:
-    """Dependency: when API keys are configured, demand ``Authorization: Bearer <key>``."""
+    """Dependency: when API keys are configured, demand ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
     keys = request.app.state.settings.api_keys
     if not keys:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token_bytes = token.strip().encode()
-    # Compare against every key, in constant time per key, without an early exit.
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    bearer = token.strip().encode() if scheme.lower() == "bearer" else b""
+    x_api_key = request.headers.get("x-api-key", "").strip().encode()
+    # Compare both against every key, in constant time per key, without an early exit.
     matched = False
     for key in keys:
-        matched |= hmac.compare_digest(token_bytes, key.encode())
-    if scheme.lower() != "bearer" or not matched:
-        raise ApiError(401, "invalid or missing API key (send Authorization: Bearer <key>)", code="invalid_api_key")
+        matched |= hmac.compare_digest(bearer, key.encode())
+        matched |= hmac.compare_digest(x_api_key, key.encode())
+    if not matched:
+        raise ApiError(401, "invalid or missing API key (send Authorization: Bearer <key> or X-API-Key: <key>)",
+                       code="invalid_api_key")

@@ -1,7 +1,10 @@
 """One table from internal errors to HTTP status; each dialect renders errors in its own shape.
 
 Ollama: ``{"error": "message"}``. OpenAI: ``{"error": {"message", "type", "param", "code"}}``.
-Routes under ``/v1`` speak OpenAI; everything else speaks Ollama. 5xx bodies never carry
+TEI: ``{"error": "message", "error_type": "Validation"}``, with TEI's statuses per error type.
+Routes under ``/v1`` speak OpenAI, TEI's routes (``TEI_PATHS`` and ``POST /``) TEI, everything else
+Ollama (``dialect_of``). ``POST /embeddings`` (simple.py) answers FastAPI's ``{"detail": "message"}``, or
+OpenAI's shape once its handler has seen an OpenAI body (``request.state.dialect``). 5xx bodies never carry
 tracebacks: unexpected exceptions are logged and answered with a generic message.
 """
 
@@ -38,19 +41,25 @@ class Mapping:
     openai_type: str
     openai_code: str | None = None
     ollama_status: int | None = None  # when Ollama answers with another status
+    tei_type: str = "Validation"  # TEI's error type (its status is TEI_STATUSES[tei_type])
 
 
 # Most specific classes first: the first isinstance match wins.
 ERROR_TABLE: list[tuple[type[e.EngineError], Mapping]] = [
-    (e.ModelNotFound, Mapping(404, "invalid_request_error", "model_not_found")),
+    (e.ModelNotFound, Mapping(404, "invalid_request_error", "model_not_found", tei_type="Unhealthy")),
     (e.ContextLengthExceeded, Mapping(400, "invalid_request_error", "context_length_exceeded")),
     (e.LimitExceeded, Mapping(400, "invalid_request_error", "limit_exceeded")),
     (e.InvalidInput, Mapping(400, "invalid_request_error")),
-    (e.Overloaded, Mapping(429, "rate_limit_error", "server_busy", ollama_status=503)),
-    (e.ModelUnavailable, Mapping(503, "server_error", "model_unavailable")),
-    (e.InferenceFailed, Mapping(500, "server_error", "inference_failed")),
-    (e.EngineError, Mapping(500, "server_error")),
+    (e.Overloaded, Mapping(429, "rate_limit_error", "server_busy", ollama_status=503, tei_type="Overloaded")),
+    (e.ModelUnavailable, Mapping(503, "server_error", "model_unavailable", tei_type="Unhealthy")),
+    (e.InferenceFailed, Mapping(500, "server_error", "inference_failed", tei_type="Backend")),
+    (e.EngineError, Mapping(500, "server_error", tei_type="Backend")),
 ]
+
+# TEI's error types and the status each is sent with (TEI's router); TEI's routes (POST / too).
+TEI_STATUSES = {"Unhealthy": 503, "Backend": 424, "Overloaded": 429, "Validation": 422, "Tokenizer": 422, "Empty": 400}
+TEI_PATHS = frozenset({"/embed", "/embed_all", "/embed_sparse", "/similarity", "/tokenize", "/decode", "/info"})
+_TEI_STATUS_TYPES = {400: "Empty", 424: "Backend", 429: "Overloaded", 503: "Unhealthy"}
 
 _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
                  405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
@@ -61,8 +70,24 @@ def mapping_for(error: e.EngineError) -> Mapping:
     return next(m for cls, m in ERROR_TABLE if isinstance(error, cls))
 
 
+def dialect_of(path: str, method: str = "GET") -> str:
+    """The dialect errors are rendered in: "openai" under /v1, "tei" on TEI's routes, else "ollama"."""
+    if path.startswith("/v1"):
+        return "openai"
+    if path in TEI_PATHS or (path == "/" and method == "POST"):
+        return "tei"
+    if path == "/embeddings":
+        return "simple"
+    return "ollama"
+
+
+def request_dialect(request: Request) -> str:
+    """``dialect_of`` the request, unless its handler said otherwise (``request.state.dialect``)."""
+    return getattr(request.state, "dialect", None) or dialect_of(request.url.path, request.method)
+
+
 def is_openai(request: Request) -> bool:
-    return request.url.path.startswith("/v1")
+    return request_dialect(request) == "openai"
 
 
 def _printable(text: str | None) -> str | None:
@@ -71,12 +96,18 @@ def _printable(text: str | None) -> str | None:
 
 
 def render(request: Request, status: int, message: str, param: str | None = None, code: str | None = None,
-           openai_type: str | None = None, headers: dict[str, str] | None = None):
+           openai_type: str | None = None, headers: dict[str, str] | None = None, tei_type: str | None = None):
     """The error response in the dialect of the route that was called."""
     message, param = _printable(message), _printable(param)
-    if is_openai(request):
+    dialect = request_dialect(request)
+    if dialect == "openai":
         kind = openai_type or _STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    elif dialect == "tei":
+        kind = tei_type or _TEI_STATUS_TYPES.get(status, "Backend" if status >= 500 else "Validation")
+        body = {"error": message, "error_type": kind}
+    elif dialect == "simple":
+        body = {"detail": message}
     else:
         body = {"error": message}
     return json_response(body, status, headers)
@@ -101,9 +132,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.EngineError)
     async def engine_error(request: Request, exc: e.EngineError):
         m = mapping_for(exc)
-        status = m.status if is_openai(request) else (m.ollama_status or m.status)
+        status = {"openai": m.status, "tei": TEI_STATUSES[m.tei_type]}.get(
+            request_dialect(request), m.ollama_status or m.status)
         headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, e.Overloaded) else None
-        return render(request, status, exc.message, exc.param, m.openai_code, m.openai_type, headers)
+        return render(request, status, exc.message, exc.param, m.openai_code, m.openai_type, headers, m.tei_type)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
@@ -112,6 +144,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         message, param = _validation_message(exc)
+        if request_dialect(request) == "tei":  # TEI (axum): 422, or 400 for broken JSON
+            broken = any(err.get("type") == "json_invalid" for err in exc.errors())
+            return render(request, 400 if broken else 422, message, param, tei_type="Validation")
         return render(request, 400, message, param)
 
     @app.exception_handler(StarletteHTTPException)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import orjson
 from fastapi import HTTPException
 
+from .errors import dialect_of
+
 
 class BodyLimit:
     """413 in the dialect's error shape when a body is declared, or turns out, too large."""
@@ -18,7 +20,7 @@ class BodyLimit:
         message = f"request body too large: limit max_body_bytes={self.max_bytes}"
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await _reject(send, message, scope.get("path", "").startswith("/v1"))
+            return await _reject(send, message, dialect_of(scope.get("path", ""), scope.get("method", "")))
         seen = 0
 
         async def limited_receive():
@@ -34,9 +36,15 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
-async def _reject(send, message: str, openai: bool) -> None:
-    error = {"message": message, "type": "invalid_request_error", "param": None, "code": "request_too_large"}
-    body = orjson.dumps({"error": error if openai else message})
+async def _reject(send, message: str, dialect: str) -> None:
+    if dialect == "openai":
+        content = {"error": {"message": message, "type": "invalid_request_error", "param": None,
+                             "code": "request_too_large"}}
+    elif dialect == "simple":
+        content = {"detail": message}
+    else:
+        content = {"error": message, **({"error_type": "Validation"} if dialect == "tei" else {})}
+    body = orjson.dumps(content)
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})

@@ -3,44 +3,63 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from .. import __version__
 from ..engine.types import EmbedRequest
 from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
 from .errors import ApiError
+from .go_json import ANY, BOOL, DURATION, INT, MAP, STRING, GoStruct, decode
 from .models_info import describe_all, describe_loaded, describe_one
-from .responses import json_response
+from .responses import float32_base64, json_response
 from .schemas import OLLAMA_ERRORS, OllamaEmbeddingsResponse, OllamaEmbedResponse
 
 router = APIRouter(responses=OLLAMA_ERRORS)
 protected = APIRouter(dependencies=[Depends(require_api_key)], responses=OLLAMA_ERRORS)
 
 
-class EmbedBody(BaseModel):
-    """POST /api/embed. Unknown keys, ``options`` and ``keep_alive`` are accepted and ignored."""
+# Ollama's structs (api/types.go), read with Go's type rules (go_json.py). encoding_format is this server's
+# addition to EmbedRequest, for clients of the single-model services that took it.
+EMBED_REQUEST = GoStruct("EmbedRequest", {"model": STRING, "input": ANY, "keep_alive": DURATION, "truncate": BOOL,
+                                          "dimensions": INT, "options": MAP, "encoding_format": STRING})
+EMBEDDING_REQUEST = GoStruct("EmbeddingRequest", {"model": STRING, "prompt": STRING, "keep_alive": DURATION,
+                                                  "options": MAP})
 
-    model_config = ConfigDict(extra="ignore")
-    model: str | None = None
-    input: Any = Field(None, description="A string or a list of strings.")
-    truncate: bool | None = True
-    dimensions: StrictInt | None = None
-    options: dict[str, Any] | None = None
-    keep_alive: Any = None
+
+class EmbedBody(BaseModel):
+    """POST /api/embed (documentation: the body is read by ``go_json.decode``). Unknown keys are ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = Field(None, description="The model; the default model when left out.")
+    input: Union[str, list[str], None] = Field(None, description="A string or a list of strings.")
+    truncate: bool | None = Field(True, description="Cut inputs to the context length (false: refuse them).")
+    dimensions: int | None = Field(None, description="Keep the first components, renormalised.")
+    options: dict[str, Any] | None = Field(None, description="Accepted and ignored.")
+    keep_alive: Union[float, str, None] = Field(None, description="Accepted and ignored.")
+    encoding_format: Literal["float", "base64"] | None = Field(
+        "float", description="base64: each embedding as base64 of its little-endian float32 values.")
 
 
 class EmbeddingsBody(BaseModel):
-    """POST /api/embeddings (legacy): one prompt, one vector."""
+    """POST /api/embeddings (legacy; documentation, read by ``go_json.decode``): one prompt, one vector."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
     model: str | None = None
     prompt: str | None = None
     options: dict[str, Any] | None = None
-    keep_alive: Any = None
+    keep_alive: Union[float, str, None] = None
+
+
+def _body_of(doc: type[BaseModel]) -> Any:
+    """A request body FastAPI hands over as parsed JSON, documented by ``doc``."""
+    return Annotated[Any, Body(), WithJsonSchema(doc.model_json_schema())]
+
+
+EmbedJson, EmbeddingsJson = _body_of(EmbedBody), _body_of(EmbeddingsBody)
 
 
 class ShowBody(BaseModel):
@@ -67,20 +86,29 @@ def _inputs(raw: Any) -> list[str]:
     raise ApiError(400, "invalid input type", param="input")
 
 
+def _encoding(value: str | None) -> str:
+    if value in (None, "float", "base64"):
+        return value or "float"
+    raise ApiError(400, f'invalid encoding_format "{value}": expected "float" or "base64"', param="encoding_format")
+
+
 @protected.post("/api/embed", summary="Embed one or more texts (Ollama)", response_model=OllamaEmbedResponse)
-async def embed(body: EmbedBody, request: Request) -> Response:
+async def embed(request: Request, body: EmbedJson = None) -> Response:
     started = time.perf_counter_ns()
+    fields = decode(body, EMBED_REQUEST, await request.body())
+    encoding = _encoding(fields.get("encoding_format"))
     internal = EmbedRequest(
-        model=_model_name(body.model),
-        inputs=_inputs(body.input),
-        truncate=body.truncate is not False,
-        dimensions=body.dimensions or None,
+        model=fields.get("model") or None,  # left out: the default model (Ollama clients always name one)
+        inputs=_inputs(fields.get("input")),
+        truncate=fields.get("truncate") is not False,
+        dimensions=fields.get("dimensions") or None,
     )
     result = await until_disconnect(request, engine_of(request).embed(internal))
     note_for_access_log(request, internal, result)
+    vectors = result.embeddings
     return json_response({
-        "model": body.model,
-        "embeddings": result.embeddings,
+        "model": internal.model or result.model,
+        "embeddings": [float32_base64(v) for v in vectors] if encoding == "base64" else vectors,
         "total_duration": time.perf_counter_ns() - started,
         "load_duration": result.load_ns,
         "prompt_eval_count": result.prompt_tokens,
@@ -89,8 +117,10 @@ async def embed(body: EmbedBody, request: Request) -> Response:
 
 @protected.post("/api/embeddings", summary="Embed one prompt (legacy Ollama)",
                 response_model=OllamaEmbeddingsResponse)
-async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
-    internal = EmbedRequest(model=_model_name(body.model), inputs=[body.prompt] if body.prompt else [])
+async def embeddings(request: Request, body: EmbeddingsJson = None) -> Response:
+    fields = decode(body, EMBEDDING_REQUEST, await request.body())
+    prompt = fields.get("prompt")
+    internal = EmbedRequest(model=_model_name(fields.get("model")), inputs=[prompt] if prompt else [])
     result = await until_disconnect(request, engine_of(request).embed(internal))
     note_for_access_log(request, internal, result)
     return json_response({"embedding": result.embeddings[0] if len(result.embeddings) else []})

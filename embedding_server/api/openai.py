@@ -73,6 +73,11 @@ def _to_request(body: EmbeddingsBody, max_inputs: int, max_tokens: int) -> Embed
 
 @router.post("/embeddings", summary="Create embeddings (OpenAI)", response_model=OpenAIEmbeddingsResponse)
 async def create_embeddings(body: EmbeddingsBody, request: Request) -> Response:
+    return await answer(body, request)
+
+
+async def answer(body: EmbeddingsBody, request: Request) -> Response:
+    """The OpenAI answer to ``body`` (also for OpenAI bodies sent to /embeddings, see simple.py)."""
     settings = engine_of(request).settings
     internal = _to_request(body, settings.max_inputs, settings.max_request_tokens)
     result = await until_disconnect(request, engine_of(request).embed(internal))

@@ -32,9 +32,24 @@ OPENAI_ERRORS = {"4XX": {"model": OpenAIError, "description": "Client error or b
                  "5XX": {"model": OpenAIError, "description": "Server error (OpenAI shape)"}}
 
 
+class SimpleError(BaseModel):
+    detail: str
+
+
+# POST /embeddings: FastAPI's detail shape, or OpenAI's for an OpenAI body (simple.py).
+SIMPLE_ERRORS = {"4XX": {"model": Union[SimpleError, OpenAIError], "description": "Client error (detail or OpenAI)"},
+                 "5XX": {"model": Union[SimpleError, OpenAIError], "description": "Server error (detail or OpenAI)"}}
+
+
+class SimpleEmbeddingsResponse(BaseModel):
+    embeddings: list[list[float]]
+    count: int
+    total_time_ms: float
+
+
 class OllamaEmbedResponse(BaseModel):
     model: str
-    embeddings: list[list[float]]
+    embeddings: Union[list[list[float]], list[str]]  # list[str]: encoding_format "base64"
     total_duration: int
     load_duration: int
     prompt_eval_count: int

@@ -6,21 +6,24 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 
-from ..model.encoder import SentenceEncoder
+from ..model.encoder import SentenceEncoder, Token
 from ..settings import Settings
 from .errors import InvalidInput, LimitExceeded, ModelNotFound, ModelUnavailable
 from .heap import HeapTrimmer
 from .registry import ModelEntry, ModelRegistry, discover
-from .inputs import check_outputs, check_rows, prompt_text, token_ids, tokenize_inline
+from .inputs import check_outputs, check_rows, check_text, prompt_text, small, token_ids, tokenize_inline
 from .types import COLBERT, DENSE, SPARSE, TOKENS, EmbedRequest, EmbedResult
 from .scheduler import CostModel
 from .worker import BatchStats, ModelWorker
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TOKENIZER_THREADS = 2  # tokenize requests too large for the event loop
 
 
 
@@ -36,7 +39,7 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reloading: asyncio.Future | None = None
         self._encoder_factory = encoder_factory or self._load_encoder
-        self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize")
+        self._tokenize_pool = ThreadPoolExecutor(max_workers=TOKENIZER_THREADS, thread_name_prefix="tokenize")
 
     # ----- lifecycle -------------------------------------------------------------------
     def _load_encoder(self, entry: ModelEntry) -> SentenceEncoder:
@@ -126,6 +129,36 @@ class Engine:
     def queued_inputs(self) -> dict[str, int]:
         return {e.name: e.worker.queued_inputs for e in self.registry.entries.values() if e.loaded}
 
+    # ----- tokenizer ------------------------------------------------------------------
+    async def encoder(self, model: str | None = None) -> SentenceEncoder:
+        """The loaded encoder of ``model`` (None: the default model), loading it first if needed."""
+        self._loop = self._loop or asyncio.get_running_loop()
+        entry = self.registry.resolve(self.settings.model if model is None else model)
+        await self.registry.ensure_loaded(entry, self._load)
+        if entry.encoder is None:  # its worker died just now
+            raise ModelUnavailable(f"model '{entry.name}' stopped working and is being reloaded; retry")
+        return entry.encoder
+
+    async def tokens(self, texts: list[str], add_special_tokens: bool = True, prompt_name: str | None = None,
+                     model: str | None = None) -> list[list[Token]]:
+        """Every token of each text (after the model's prompt ``prompt_name``), untruncated, with its byte span."""
+        encoder = await self.encoder(model)
+        prompt = prompt_text(encoder, prompt_name)
+        check_text(texts)
+        return await self._tokenizer_work(texts, lambda: [encoder.tokens(t, add_special_tokens, prompt) for t in texts])
+
+    async def decode(self, ids: list[list[int]], skip_special_tokens: bool = True,
+                     model: str | None = None) -> list[str]:
+        """The text of each list of model token ids (ids the tokenizer does not know are skipped)."""
+        encoder = await self.encoder(model)
+        return await self._tokenizer_work(ids, lambda: [encoder.decode(x, skip_special_tokens) for x in ids])
+
+    async def _tokenizer_work(self, inputs: list, work: Callable[[], T]) -> T:
+        """``work`` on the event loop when ``inputs`` are small, else on a tokenizer thread."""
+        if small(inputs):
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, work)
+
     # ----- embedding -------------------------------------------------------------------
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         """Embed all inputs of ``request``, in order. Cancelling drops its queued work."""
@@ -146,7 +179,7 @@ class Engine:
             return EmbedResult(entry.name, np.zeros((0, request.dimensions or dim), np.float32), [], load_ns,
                                empty.get(TOKENS), empty.get(SPARSE), empty.get(COLBERT))
 
-        mode = self.settings.token_ids if request.token_ids else "text"
+        mode = (request.ids_mode or self.settings.token_ids) if request.token_ids else "text"
         if tokenize_inline(request):  # a query: cheaper here than a round trip through a thread
             ids = token_ids(encoder, request, mode, prompt)
         else:
@@ -171,6 +204,11 @@ class Engine:
                    else np.zeros((len(ids), 0), np.float32))
         return EmbedResult(entry.name, vectors, counts, load_ns, outputs.get(TOKENS), outputs.get(SPARSE),
                            outputs.get(COLBERT))
+
+    def token_strings(self, model: str, ids: list[int]) -> list[str]:
+        """Each token id of a loaded ``model`` decoded alone (FlagEmbedding's ``convert_id_to_token``)."""
+        tokenizer = self.registry.resolve(model).encoder.tokenizer
+        return [tokenizer.decode([i]) for i in ids]
 
 
 def _calibrated_cost(encoder, name: str) -> CostModel:

@@ -1,8 +1,10 @@
 """A request's inputs as the model's token ids: texts tokenized (with a prompt, truncated from either end),
-OpenAI token arrays decoded, model token ids wrapped, and every id checked against the embedding matrix."""
+OpenAI token arrays decoded, model token ids wrapped (or taken whole), and every id checked against the
+embedding matrix."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from ..model.encoder import InputTooLong, SentenceEncoder
@@ -21,7 +23,19 @@ INLINE_INPUTS, INLINE_CHARS = 8, 2048
 
 def tokenize_inline(request: EmbedRequest) -> bool:
     """Whether ``request`` is small enough to tokenize on the event loop."""
-    return len(request.inputs) <= INLINE_INPUTS and sum(len(x) for x in request.inputs) <= INLINE_CHARS
+    return small(request.inputs)
+
+
+def small(inputs: list) -> bool:
+    """Whether tokenizer work on ``inputs`` (texts or id lists) is cheap enough for the event loop."""
+    return len(inputs) <= INLINE_INPUTS and sum(len(x) for x in inputs) <= INLINE_CHARS
+
+
+def check_text(texts: list[str]) -> None:
+    """InvalidInput for a text no tokenizer can encode (one holding a lone UTF-16 surrogate)."""
+    bad = next((i for i, text in enumerate(texts) if not text.isascii() and _LONE_SURROGATE.search(text)), None)
+    if bad is not None:
+        raise InvalidInput(f"input {bad} is not valid Unicode text (it holds a lone UTF-16 surrogate)", param="input")
 
 
 def check_outputs(name: str, encoder, wanted: frozenset[str]) -> None:
@@ -48,7 +62,7 @@ def token_ids(encoder: SentenceEncoder, request: EmbedRequest, mode: str, prompt
     """Model token ids per input (on a tokenizer thread, or on the event loop for a query).
 
     ``mode`` says how token-id inputs are read: "text" (they are texts), "openai" (cl100k_base ids),
-    "model" (the model's own ids), "reject".
+    "model" (the model's own ids), "model_full" (whole model sequences, see ``_full_sequences``), "reject".
     """
     inputs = request.inputs
     if mode == "reject":
@@ -58,9 +72,9 @@ def token_ids(encoder: SentenceEncoder, request: EmbedRequest, mode: str, prompt
         inputs = [decode_cl100k(ids) for ids in inputs]
     elif mode == "model":
         return [_model_ids(encoder, ids, i, request.truncate) for i, ids in enumerate(inputs)]
-    bad = next((i for i, text in enumerate(inputs) if not text.isascii() and _LONE_SURROGATE.search(text)), None)
-    if bad is not None:
-        raise InvalidInput(f"input {bad} is not valid Unicode text (it holds a lone UTF-16 surrogate)", param="input")
+    elif mode == "model_full":
+        return _full_sequences(encoder, request, prompt)
+    check_text(inputs)
     try:
         return encoder.tokenize(list(inputs), truncate=request.truncate, direction=request.truncation_direction,
                                 prompt=prompt)
@@ -68,12 +82,44 @@ def token_ids(encoder: SentenceEncoder, request: EmbedRequest, mode: str, prompt
         raise ContextLengthExceeded("the input length exceeds the context length", param="input") from exc
 
 
-def _model_ids(encoder: SentenceEncoder, ids: list[int], index: int, truncate: bool) -> list[int]:
+def _check_vocab(encoder, ids: list[int], index: int) -> None:
     vocab = rows(encoder)
     bad = next((i for i in ids if not 0 <= i < vocab), None)
     if bad is not None:
         raise InvalidInput(f"token id {bad} in input {index} is outside the model's vocabulary (size {vocab})",
                            param="input")
+
+
+def _full_sequences(encoder, request: EmbedRequest, prompt: str | None) -> list[list[int]]:
+    """Id inputs that are whole model sequences (special tokens included, as a tokenizer gives them), cut to the
+    context from the request's truncation side; texts among them are tokenized as texts. With a prompt, id inputs
+    are decoded to text (special tokens dropped) and tokenized after it: TEI's reading of token ids."""
+    inputs = list(request.inputs)
+    for index, item in enumerate(inputs):
+        if not isinstance(item, str):
+            _check_vocab(encoder, item, index)
+    if prompt is not None:
+        inputs = [x if isinstance(x, str) else encoder.decode(x, skip_special_tokens=True) for x in inputs]
+    out = [[] if isinstance(x, str) else _cut(encoder, x, request) for x in inputs]
+    texts = [i for i, x in enumerate(inputs) if isinstance(x, str)]
+    if texts:
+        tokenized = token_ids(encoder, dataclasses.replace(request, inputs=[inputs[i] for i in texts]), "text", prompt)
+        for i, ids in zip(texts, tokenized):
+            out[i] = ids
+    return out
+
+
+def _cut(encoder, ids: list[int], request: EmbedRequest) -> list[int]:
+    limit = encoder.details.context_length
+    if len(ids) <= limit:
+        return list(ids)
+    if not request.truncate:
+        raise ContextLengthExceeded("the input length exceeds the context length", param="input")
+    return list(ids[:limit] if request.truncation_direction == "right" else ids[-limit:])
+
+
+def _model_ids(encoder: SentenceEncoder, ids: list[int], index: int, truncate: bool) -> list[int]:
+    _check_vocab(encoder, ids, index)
     try:
         return encoder.with_special_tokens(ids, truncate)
     except InputTooLong as exc:

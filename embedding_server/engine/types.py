@@ -15,7 +15,8 @@ class EmbedRequest:
     """One embedding request, whichever dialect it came in.
 
     ``inputs`` holds texts, or token-id lists when ``token_ids`` is set; how ids are read
-    (OpenAI's cl100k_base, the model's own vocabulary, or refused) is the engine's setting.
+    (OpenAI's cl100k_base, the model's own vocabulary, or refused) is the engine's setting unless
+    ``ids_mode`` says (``"model_full"``: whole model sequences, special tokens included, texts among them allowed).
     ``model`` None means the default model. ``outputs`` names the heads wanted (``DENSE``, ``TOKENS``, and
     for BGE-M3 folders ``SPARSE`` and ``COLBERT``), all computed from one forward.
     """
@@ -29,6 +30,7 @@ class EmbedRequest:
     outputs: frozenset[str] = ONLY_DENSE
     truncation_direction: Literal["right", "left"] = "right"  # which end of an over-long text is cut
     prompt_name: str | None = None  # a prompt of the model's config_sentence_transformers.json, put before each text
+    ids_mode: Literal["openai", "model", "model_full", "reject"] | None = None  # None: the EMBED_TOKEN_IDS setting
 
 
 @dataclass

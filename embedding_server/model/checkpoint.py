@@ -52,21 +52,25 @@ def _check_safetensors(path: Path) -> None:
         raise CheckpointError(f"{path.parent}: corrupt weights file {path.name} ({exc})") from None
 
 
-def _pooling_from_st_config(cfg: dict) -> str | None:
-    """Map sentence-transformers' pooling flags to one of our modes."""
-    if cfg.get("pooling_mode"):
-        mode = str(cfg["pooling_mode"]).replace("_tokens", "").replace("_token", "")
-        return {"weightedmean": "mean", "mean_sqrt_len": "mean_sqrt_len"}.get(mode, mode)
-    for key, mode in (
-        ("pooling_mode_cls_token", "cls"),
-        ("pooling_mode_lasttoken", "lasttoken"),
-        ("pooling_mode_max_tokens", "max"),
-        ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"),
-        ("pooling_mode_mean_tokens", "mean"),
-    ):
-        if cfg.get(key):
-            return mode
-    return None
+_LEGACY_POOLING_FLAGS = {
+    "pooling_mode_cls_token": "cls", "pooling_mode_lasttoken": "lasttoken", "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len", "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+}
+
+
+def _pooling_from_st_config(cfg: dict, where: Path) -> str | None:
+    """sentence-transformers' pooling mode as one of ours; CheckpointError for concatenated modes."""
+    raw = cfg.get("pooling_mode")
+    if raw:
+        modes = [raw] if isinstance(raw, str) else list(raw)
+        modes = [str(m).replace("_tokens", "").replace("_token", "") for m in modes]
+    else:
+        modes = [mode for key, mode in _LEGACY_POOLING_FLAGS.items() if cfg.get(key)]
+    if len(modes) > 1:
+        raise CheckpointError(f"{where}: its pooling concatenates several modes ({', '.join(modes)}), which this "
+                              "server does not do")
+    return modes[0] if modes else None
 
 
 def _pooling_dir(path: Path) -> Path | None:
@@ -91,6 +95,9 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: missing config.json")
     config = _read_json(path / "config.json")
+    if config.get("auto_map"):
+        raise CheckpointError(f"{path}: needs trust_remote_code (config.json's auto_map names custom model code), "
+                              "which this server never runs")
     if not any((path / f).is_file() for f in WEIGHT_FILES + WEIGHT_INDEXES):
         raise CheckpointError(f"{path}: missing weights (model.safetensors or pytorch_model.bin)")
     for weights in sorted(path.glob("*.safetensors")):
@@ -101,7 +108,7 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
     pooling = None
     pooling_dir = _pooling_dir(path)
     if pooling_dir is not None and (pooling_dir / "config.json").is_file():
-        pooling = _pooling_from_st_config(_read_json(pooling_dir / "config.json"))
+        pooling = _pooling_from_st_config(_read_json(pooling_dir / "config.json"), path)
         if pooling is not None and pooling not in POOLING_MODES:
             raise CheckpointError(f"{path}: unsupported pooling mode {pooling!r} in {pooling_dir.name}/config.json")
 

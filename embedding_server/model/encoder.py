@@ -20,8 +20,9 @@ from .packed import PackedEncoder
 from .heads import DENSE, ONLY_DENSE, TOKENS, ExtraHeads, packed_outputs, padded_outputs
 from .pooling import normalize
 from .slicing import WHOLE, ForwardCost, measure_cost
+from .st_dense import dense_folders, load_dense
 from .standard import pad_batch, standard_forward
-from .tokenization import InputTooLong, TextTokenizer  # noqa: F401 - InputTooLong is part of this module's API
+from .tokenization import InputTooLong, TextTokenizer, Token  # noqa: F401 - InputTooLong is part of this module's API
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +98,16 @@ class SentenceEncoder:
         except Exception as exc:  # noqa: BLE001 - one clear line
             raise CheckpointError(f"{path}: cannot load a head file: {exc}") from None
         self.outputs = frozenset({DENSE, TOKENS}) | (self.extra.names if self.extra else frozenset())
+        try:  # sentence-transformers Dense modules after pooling (2_Dense/ ...)
+            dense = [load_dense(folder) for folder in dense_folders(Path(path))]
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"{path}: cannot load a Dense module: {exc}") from None
+        self.project = torch.nn.Sequential(*dense) if dense else None
         self.cost: ForwardCost | None = None  # measured by warm_up() for the padding-free forward
         self.fallbacks = 0  # padding-free forwards that raised and were redone by the transformers forward
         self.details = ModelDetails(
             architecture=self.info.architecture,
-            dimension=int(self.model.config.hidden_size),
+            dimension=int(dense[-1][0].out_features if dense else self.model.config.hidden_size),
             context_length=self.context_length,
             pooling=self.pooling,
             parameters=sum(p.numel() for p in self.model.parameters()),
@@ -127,6 +133,14 @@ class SentenceEncoder:
     def with_special_tokens(self, ids: list[int], truncate: bool = True) -> list[int]:
         """Raw model-vocabulary ids wrapped in the model's special tokens, cut to the context length."""
         return self.text.with_special_tokens(ids, truncate)
+
+    def tokens(self, text: str, add_special_tokens: bool = True, prompt: str | None = None) -> list[Token]:
+        """Every token of ``prompt + text`` (untruncated) with its text, special flag and UTF-8 byte span."""
+        return self.text.tokens(text, add_special_tokens, prompt)
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        """The text of model token ids (unknown ids skipped)."""
+        return self.text.decode(ids, skip_special_tokens)
 
     @property
     def _template(self) -> tuple[list[int], list[int]]:
@@ -201,13 +215,13 @@ class SentenceEncoder:
 
     def _packed_steps(self, batch: list[list[int]], lengths: list[int], slicing, heads: frozenset[str]):
         hidden = yield from self._packed.steps(batch, slicing)
-        return packed_outputs(hidden, batch, heads, self.pooling, self.extra)
+        return packed_outputs(hidden, batch, heads, self.pooling, self.extra, self.project)
 
     def _standard_outputs(self, batch: list[list[int]], heads: frozenset[str]) -> dict:
         ids, mask = pad_batch(batch, self.pad_id)
         with self._torch.inference_mode():
             hidden = standard_forward(self.model, ids, mask, self._wants_token_types)
-            return padded_outputs(hidden, mask, batch, heads, self.pooling, self.extra)
+            return padded_outputs(hidden, mask, batch, heads, self.pooling, self.extra, self.project)
 
     def _note_fallback(self, reason: str) -> None:
         self.fallbacks += 1

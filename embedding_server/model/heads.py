@@ -65,12 +65,14 @@ def _linear(path: Path, hidden: int) -> torch.nn.Linear:
 
 
 def packed_outputs(hidden: torch.Tensor, batch: list[list[int]], heads: frozenset[str], pooling: str,
-                   extra: ExtraHeads | None = None) -> dict:
-    """Heads of packed hidden states (sum of lengths, dim), sequences back to back in ``batch`` order."""
+                   extra: ExtraHeads | None = None, project: torch.nn.Module | None = None) -> dict:
+    """Heads of packed hidden states (sum of lengths, dim), sequences back to back in ``batch`` order.
+
+    ``project`` (the checkpoint's sentence-transformers Dense modules) is applied to the pooled vectors."""
     lengths = [len(ids) for ids in batch]
     out: dict = {}
     if DENSE in heads:
-        out[DENSE] = pool_packed(hidden, lengths, pooling).float().numpy()
+        out[DENSE] = _projected(pool_packed(hidden, lengths, pooling), project)
     if TOKENS in heads:
         out[TOKENS] = [part.float().numpy() for part in hidden.split(lengths)]
     if SPARSE in heads:
@@ -86,12 +88,16 @@ def packed_outputs(hidden: torch.Tensor, batch: list[list[int]], heads: frozense
 
 
 def padded_outputs(hidden: torch.Tensor, mask: torch.Tensor, batch: list[list[int]], heads: frozenset[str],
-                   pooling: str, extra: ExtraHeads | None = None) -> dict:
+                   pooling: str, extra: ExtraHeads | None = None, project: torch.nn.Module | None = None) -> dict:
     """Heads of right-padded hidden states (batch, longest, dim) under the boolean ``mask`` of real tokens."""
     out = packed_outputs(hidden[mask], batch, heads - {DENSE}, pooling, extra)
     if DENSE in heads:
-        out[DENSE] = pool(hidden, mask.long(), pooling).float().numpy()
+        out[DENSE] = _projected(pool(hidden, mask.long(), pooling), project)
     return out
+
+
+def _projected(pooled: torch.Tensor, project: torch.nn.Module | None) -> np.ndarray:
+    return (pooled if project is None else project(pooled)).float().numpy()
 
 
 def _lexical(ids: np.ndarray, weights: np.ndarray, unused: frozenset[int]) -> tuple[np.ndarray, np.ndarray]:

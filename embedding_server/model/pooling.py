@@ -6,8 +6,8 @@ from typing import Literal
 
 import torch
 
-PoolingMode = Literal["mean", "cls", "max", "lasttoken", "mean_sqrt_len"]
-POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max", "lasttoken", "mean_sqrt_len")
+PoolingMode = Literal["mean", "cls", "max", "lasttoken", "mean_sqrt_len", "weightedmean"]
+POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max", "lasttoken", "mean_sqrt_len", "weightedmean")
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -24,6 +24,9 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9).sqrt()
     if mode == "max":
         return hidden.masked_fill(m == 0, -1e9).max(1).values
+    if mode == "weightedmean":  # token i weighs i + 1 (right padding)
+        w = m * torch.arange(1, hidden.shape[1] + 1, dtype=hidden.dtype).view(1, -1, 1)
+        return (hidden * w).sum(1) / w.sum(1).clamp(min=1e-9)
     if mode == "lasttoken":
         # Index of the last attended position; works for left and right padding.
         positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
@@ -51,6 +54,11 @@ def pool_packed(hidden: torch.Tensor, lengths: list[int], mode: str) -> torch.Te
         return hidden.index_select(0, ends - 1)
     if mode == "max":
         return torch.stack([part.max(0).values for part in hidden.split(lengths)])
+    if mode == "weightedmean":  # token i of a sequence weighs i + 1
+        segment = torch.repeat_interleave(torch.arange(count), sizes)
+        weights = (torch.arange(hidden.shape[0]) - torch.repeat_interleave(ends - sizes, sizes) + 1).to(hidden.dtype)
+        sums = hidden.new_zeros(count, hidden.shape[1]).index_add_(0, segment, hidden * weights.unsqueeze(1))
+        return sums / (sizes * (sizes + 1) / 2).to(hidden.dtype).clamp(min=1e-9).unsqueeze(1)
     if mode in ("mean", "mean_sqrt_len"):
         segment = torch.repeat_interleave(torch.arange(count), sizes)
         sums = hidden.new_zeros(count, hidden.shape[1]).index_add_(0, segment, hidden)

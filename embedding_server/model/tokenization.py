@@ -1,4 +1,5 @@
-"""Text to token ids for one model: special tokens, truncation to the context, huge texts from a prefix.
+"""Text to token ids for one model: special tokens, truncation to the context, huge texts from a prefix;
+tokens with their text and byte spans, and ids back to text.
 
 Thread-compatible: each thread gets its own copy of the tokenizer (see ``TextTokenizer._thread_backend``).
 """
@@ -7,6 +8,9 @@ from __future__ import annotations
 
 import copy
 import threading
+from dataclasses import dataclass
+
+import numpy as np
 
 
 class InputTooLong(Exception):
@@ -17,6 +21,27 @@ class InputTooLong(Exception):
         self.index, self.length, self.limit = index, length, limit
 
 
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One token of a text: its id, its text, whether it is special (added by the tokenizer), and the UTF-8 byte
+    span it covers in the text (None for special tokens)."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+def _byte_positions(text: str) -> np.ndarray:
+    """The UTF-8 byte offset of every character index of ``text``, and of its end."""
+    if text.isascii():
+        return np.arange(len(text) + 1)
+    points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    widths = 1 + (points >= 0x80).astype(np.int64) + (points >= 0x800) + (points >= 0x10000)
+    return np.concatenate(([0], np.cumsum(widths)))
+
+
 class TextTokenizer:
     """A transformers tokenizer bound to a context length (and lower-casing, if the model asks for it)."""
 
@@ -24,6 +49,7 @@ class TextTokenizer:
         self.tokenizer, self.context_length, self.do_lower_case = tokenizer, context_length, do_lower_case
         self.clip_chars = max(4096, context_length * 16)  # texts longer than this tokenize from a prefix
         self.template = self._special_template()
+        self.vocab_size = len(tokenizer)  # ids below this decode to a token
         # A fast tokenizer keeps its truncation settings (max_length) as state that every call resets: two
         # threads sharing one can get each other's max_length (257 tokens for a 256 context). Each thread
         # gets its own copy instead (a lock would make one huge input stall everyone's tokenization).
@@ -75,10 +101,10 @@ class TextTokenizer:
             tokenizer = self._per_thread.tokenizer = copy.deepcopy(self.tokenizer)
         return tokenizer
 
-    def _thread_backend(self, max_length: int, direction: str):
+    def _thread_backend(self, max_length: int | None, direction: str):
         """This thread's copy of a fast tokenizer's Rust backend, truncating to ``max_length`` from
-        ``direction``; None for a slow tokenizer. The same call the transformers wrapper makes, minus its
-        ~90 us of Python per call (a tenth of a one-sentence request's event-loop time)."""
+        ``direction`` (None: not truncating); None for a slow tokenizer. The same call the transformers wrapper
+        makes, minus its ~90 us of Python per call (a tenth of a one-sentence request's event-loop time)."""
         backend = getattr(self._per_thread, "backend", False)
         if backend is False:
             source = getattr(self.tokenizer, "backend_tokenizer", None) if self.tokenizer.is_fast else None
@@ -87,9 +113,38 @@ class TextTokenizer:
                 backend.no_padding()
             self._per_thread.truncation = None
         if backend is not None and self._per_thread.truncation != (max_length, direction):
-            backend.enable_truncation(max_length, direction=direction)
+            if max_length is None:
+                backend.no_truncation()
+            else:
+                backend.enable_truncation(max_length, direction=direction)
             self._per_thread.truncation = (max_length, direction)
         return backend
+
+    def tokens(self, text: str, add_special_tokens: bool = True, prompt: str | None = None) -> list[Token]:
+        """Every token of ``prompt + text``, untruncated, with the UTF-8 byte span each covers in it (spans come
+        from a fast tokenizer only; a slow one gives the tokens' own strings and no spans)."""
+        text = (prompt or "") + text
+        source = text.lower() if self.do_lower_case else text
+        shown = text if len(source) == len(text) else source  # spans index the text as sent where they can
+        backend = self._thread_backend(None, "right")
+        if backend is None:
+            encoded = self.tokenizer(source, add_special_tokens=add_special_tokens, return_special_tokens_mask=True)
+            ids, special = encoded["input_ids"], encoded["special_tokens_mask"]
+            return [Token(i, t, bool(s), None, None)
+                    for i, t, s in zip(ids, self.tokenizer.convert_ids_to_tokens(ids), special)]
+        encoding = backend.encode(source, add_special_tokens=add_special_tokens)
+        at = _byte_positions(shown)
+        return [Token(i, token, True, None, None) if s else Token(i, shown[a:b], False, int(at[a]), int(at[b]))
+                for i, token, s, (a, b) in zip(encoding.ids, encoding.tokens, encoding.special_tokens_mask,
+                                               encoding.offsets)]
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        """The text of model token ids; ids the tokenizer does not know are skipped."""
+        known = [i for i in ids if 0 <= i < self.vocab_size]
+        backend = self._thread_backend(None, "right")
+        if backend is not None:
+            return backend.decode(known, skip_special_tokens=skip_special_tokens)
+        return self.tokenizer.decode(known, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False)
 
     def _tokenize_long(self, text: str, index: int, truncate: bool, direction: str) -> list[int]:
         """Tokenize a huge text from the end that is kept (its start, or its end when cutting from the left):

@@ -30,6 +30,7 @@ def test_defaults():
     assert (s.max_batch_tokens, s.max_batch_size) == (2048, 32)
     assert (s.max_inputs, s.max_request_tokens) == (2048, 300_000)
     assert s.max_body_bytes == 16 * 1024 * 1024
+    assert s.auto_truncate is True  # TEI's default since 1.9
     assert s.max_queued_inputs == 16384
     assert s.api_keys == [] and s.cors_origin_list == []
     assert s.log_level == "info" and s.log_inputs is False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 
@@ -61,16 +63,105 @@ def test_truncation_default_and_refusal(client):
     assert embed(client, input="short enough", truncate=False).status_code == 200
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b"null", b"42"])
+@pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b"42"])
 def test_bad_bodies_are_400(client, raw):
     r = client.post("/api/embed", content=raw)
     assert r.status_code == 400 and isinstance(r.json()["error"], str)
 
 
-def test_missing_model_is_400_and_unknown_model_404(client):
-    assert client.post("/api/embed", json={"input": "x"}).status_code == 400
+def test_null_body_is_an_empty_request_as_in_go(client):
+    r = client.post("/api/embed", content=b"null")
+    assert r.status_code == 200 and r.json()["embeddings"] == [] and r.json()["model"] == MODEL
+    assert client.post("/api/embeddings", content=b"null").json() == {"error": "model is required"}
+
+
+@pytest.mark.parametrize("body", [{}, {"model": None}, {"model": ""}])
+def test_no_model_is_the_default_model_and_unknown_model_404(client, body):
+    """The single-model services' clients send no model; Ollama's always send one (echoed as sent)."""
+    r = client.post("/api/embed", json={"input": "什么是机器学习？", **body})
+    assert r.status_code == 200 and r.json()["model"] == MODEL  # the served model's name
+    assert np.allclose(r.json()["embeddings"], embed(client, input="什么是机器学习？").json()["embeddings"], atol=1e-6)
+    assert embed(client, input="x", model=f"{MODEL}:latest").json()["model"] == f"{MODEL}:latest"
     r = client.post("/api/embed", json={"model": "nope", "input": "x"})
     assert r.status_code == 404 and r.json() == {"error": "model 'nope' not found"}
+    assert client.post("/api/embeddings", json={"prompt": "x", **body}).json() == {"error": "model is required"}
+
+
+def test_encoding_format_float_and_base64(client):
+    texts = ["什么是机器学习？", "base64 please"]
+    floats = embed(client, input=texts, encoding_format="float").json()
+    assert floats["embeddings"] == embed(client, input=texts).json()["embeddings"]
+    b64 = client.post("/api/embed", json={"input": texts, "encoding_format": "base64"}).json()
+    assert b64["model"] == MODEL and b64["prompt_eval_count"] == floats["prompt_eval_count"]
+    decoded = np.array([np.frombuffer(base64.b64decode(v), dtype="<f4") for v in b64["embeddings"]])
+    assert np.array_equal(decoded, np.array(floats["embeddings"], dtype=np.float32))  # bit-exact float32
+    short = embed(client, input="x", dimensions=16, encoding_format="base64").json()["embeddings"]
+    assert len(base64.b64decode(short[0])) == 16 * 4
+    assert embed(client, input="x", encoding_format=None).json()["embeddings"][0][0] != 0  # null: float
+    for bad in ["int8", "FLOAT", ""]:
+        r = embed(client, input="x", encoding_format=bad)
+        assert r.status_code == 400 and r.json() == {"error": f'invalid encoding_format "{bad}": expected "float" '
+                                                              'or "base64"'}
+    r = embed(client, input="x", encoding_format=5)
+    assert r.json() == {"error": "json: cannot unmarshal number into Go struct field EmbedRequest.encoding_format "
+                                 "of type string"}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("truncate", "no", "json: cannot unmarshal string into Go struct field EmbedRequest.truncate of type bool"),
+    ("truncate", 0, "json: cannot unmarshal number into Go struct field EmbedRequest.truncate of type bool"),
+    ("dimensions", "64", "json: cannot unmarshal string into Go struct field EmbedRequest.dimensions of type int"),
+    ("dimensions", 1.5, "json: cannot unmarshal number 1.5 into Go struct field EmbedRequest.dimensions of type int"),
+    ("dimensions", True, "json: cannot unmarshal bool into Go struct field EmbedRequest.dimensions of type int"),
+    ("model", 5, "json: cannot unmarshal number into Go struct field EmbedRequest.model of type string"),
+    ("model", [MODEL], "json: cannot unmarshal array into Go struct field EmbedRequest.model of type string"),
+    ("options", [1], "json: cannot unmarshal array into Go struct field EmbedRequest.options of type "
+                     "map[string]interface {}"),
+    ("keep_alive", True, "Unsupported type: 'bool'"),
+    ("keep_alive", "forever", 'time: invalid duration "forever"'),
+    ("input", {"text": "x"}, "invalid input type"),
+])
+def test_wrong_json_types_are_400_with_ollamas_messages(client, field, value, message):
+    """As Ollama's Go decoder answers: no coercion ("no" is not false, 1.5 is not 1)."""
+    r = client.post("/api/embed", json={"model": MODEL, "input": "x", field: value})
+    assert r.status_code == 400 and r.json() == {"error": message}
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"model": MODEL, "prompt": 5}, "json: cannot unmarshal number into Go struct field EmbeddingRequest.prompt "
+                                    "of type string"),
+    ({"model": MODEL, "prompt": ["x"]}, "json: cannot unmarshal array into Go struct field EmbeddingRequest.prompt "
+                                        "of type string"),
+    ({"model": {"name": MODEL}, "prompt": "x"}, "json: cannot unmarshal object into Go struct field "
+                                                "EmbeddingRequest.model of type string"),
+    ({"model": MODEL, "prompt": "x", "keep_alive": [1]}, "Unsupported type: '[]interface {}'"),
+])
+def test_legacy_wrong_json_types(client, body, message):
+    r = client.post("/api/embeddings", json=body)
+    assert r.status_code == 400 and r.json() == {"error": message}
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"", "missing request body"),
+    (b"[1, 2]", "json: cannot unmarshal array into Go value of type api.EmbedRequest"),
+    (b'"x"', "json: cannot unmarshal string into Go value of type api.EmbedRequest"),
+    (b'{"model": "all-minilm-l6-v2", "input": "x", "dimensions": 1.50}',
+     "json: cannot unmarshal number 1.50 into Go struct field EmbedRequest.dimensions of type int"),
+])
+def test_bodies_go_refuses(client, raw, message):
+    r = client.post("/api/embed", content=raw)
+    assert r.status_code == 400 and r.json() == {"error": message}
+
+
+def test_what_ollama_clients_send_still_works(client):
+    """Keys in any case (Go matches them case-insensitively), keep_alive numbers and durations, nulls."""
+    for extra in [{"keep_alive": 300}, {"keep_alive": -1}, {"keep_alive": "5m"}, {"keep_alive": "-1s"},
+                  {"keep_alive": None, "options": None, "truncate": None, "dimensions": None},
+                  {"options": {"num_ctx": None, "temperature": 0.0}}, {"dimensions": 0}, {"truncate": True}]:
+        r = embed(client, input=["x"], **extra)
+        assert r.status_code == 200 and len(r.json()["embeddings"][0]) == 384, (extra, r.text)
+    r = client.post("/api/embed", json={"Model": MODEL, "INPUT": ["x", "y"], "Dimensions": 8})
+    assert r.status_code == 200 and np.array(r.json()["embeddings"]).shape == (2, 8)
 
 
 def test_options_with_nulls_and_keep_alive_are_ignored(client):

@@ -158,6 +158,24 @@ def test_api_keys(make_client, tiny_models_dir):
     assert c.get("/health").status_code == 200 and c.get("/ready").status_code == 200
 
 
+def test_x_api_key_header_is_accepted_on_every_protected_route(make_client, tiny_models_dir):
+    c = make_client(models_dir=tiny_models_dir, model="tiny-bert", api_key="k1,k2")
+    body = {"model": "tiny-bert", "input": "x"}
+    for key in ("k1", "k2"):
+        headers = {"X-API-Key": key}
+        assert c.post("/api/embed", json=body, headers=headers).status_code == 200
+        assert c.post("/v1/embeddings", json=body, headers=headers).status_code == 200
+        assert c.get("/api/tags", headers=headers).status_code == 200
+        assert c.get("/v1/models", headers=headers).status_code == 200
+    message = "invalid or missing API key (send Authorization: Bearer <key> or X-API-Key: <key>)"
+    r = c.post("/api/embed", json=body, headers={"X-API-Key": "wrong", "Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.json() == {"error": message}
+    r = c.post("/v1/embeddings", json=body, headers={"X-API-Key": ""})
+    assert r.status_code == 401 and r.json()["error"]["message"] == message
+    # either header may carry the key when both are sent
+    assert c.post("/api/embed", json=body, headers={"X-API-Key": "k1", "Authorization": "Bearer x"}).status_code == 200
+
+
 def test_docs_and_openapi(client):
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]

@@ -1,18 +1,22 @@
-"""Malformed and odd requests against a live server, in both dialects.
+"""Malformed and odd requests against a live server, in every dialect.
 
 Every case asserts the status, the dialect's error shape (Ollama ``{"error": str}``, OpenAI
-``{"error": {"message", "type", "param", "code"}}``), and that a normal request on the same
-kept-alive client succeeds right after it. Decisions: malformed input is 400 (never 422 or 5xx),
-valid-but-odd text (emoji, CJK, RTL, NUL escapes, whitespace, special-token look-alikes) is 200.
+``{"error": {"message", "type", "param", "code"}}``, the small FastAPI services' /embeddings
+``{"detail": str}``), and that a normal request on the same kept-alive client succeeds right after it.
+Decisions: malformed input is 400 (never 422 or 5xx), Ollama's routes refuse wrong JSON types with
+Ollama's (Go's) messages, valid-but-odd text (emoji, CJK, RTL, NUL escapes, whitespace,
+special-token look-alikes) is 200.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.integration.robustness.robustness_support import (
@@ -32,6 +36,7 @@ from tests.integration.robustness.robustness_support import (
 )
 
 MIB = 1024 * 1024
+SIMPLE = "/embeddings"  # the small FastAPI services' route ({texts, normalize}; OpenAI's body too)
 
 
 # ----- the case table ------------------------------------------------------------------------------
@@ -48,6 +53,7 @@ class Case:
     n: int | None = None              # for 200: number of vectors
     dim: int = DIM
     check: Callable[[httpx.Response], None] | None = None
+    openai: bool | None = None        # errors in OpenAI's shape (default: the path is under /v1)
 
     def param_id(self) -> str:
         return f"{self.path}:{self.id}"
@@ -113,6 +119,75 @@ def one_dimension(r: httpx.Response) -> None:
     assert len(vec) == 1 and abs(abs(vec[0]) - 1.0) < 1e-6
 
 
+GO_TYPE_ERRORS = [  # (id, field, JSON value, what Ollama answers)
+    ("truncate_string", "truncate", '"no"',
+     "json: cannot unmarshal string into Go struct field EmbedRequest.truncate of type bool"),
+    ("truncate_number", "truncate", "1",
+     "json: cannot unmarshal number into Go struct field EmbedRequest.truncate of type bool"),
+    ("truncate_object", "truncate", "{}",
+     "json: cannot unmarshal object into Go struct field EmbedRequest.truncate of type bool"),
+    ("dimensions_string", "dimensions", '"8"',
+     "json: cannot unmarshal string into Go struct field EmbedRequest.dimensions of type int"),
+    ("dimensions_float", "dimensions", "8.0",
+     "json: cannot unmarshal number 8.0 into Go struct field EmbedRequest.dimensions of type int"),
+    ("dimensions_exponent", "dimensions", "1e2",
+     "json: cannot unmarshal number 1e2 into Go struct field EmbedRequest.dimensions of type int"),
+    ("dimensions_2^63", "dimensions", str(2 ** 63),
+     f"json: cannot unmarshal number {2 ** 63} into Go struct field EmbedRequest.dimensions of type int"),
+    ("model_number", "model", "5",
+     "json: cannot unmarshal number into Go struct field EmbedRequest.model of type string"),
+    ("options_array", "options", "[]",
+     "json: cannot unmarshal array into Go struct field EmbedRequest.options of type map[string]interface {}"),
+    ("options_string", "options", '"x"',
+     "json: cannot unmarshal string into Go struct field EmbedRequest.options of type map[string]interface {}"),
+    ("keep_alive_bool", "keep_alive", "true", "Unsupported type: 'bool'"),
+    ("keep_alive_object", "keep_alive", "{}", "Unsupported type: 'map[string]interface {}'"),
+    ("keep_alive_bad_duration", "keep_alive", '"forever"', 'time: invalid duration "forever"'),
+    ("keep_alive_no_unit", "keep_alive", '"10"', 'time: missing unit in duration "10"'),
+    ("input_object", "input", '{"text": "x"}', "invalid input type"),
+]
+
+
+def base64_vectors(r: httpx.Response) -> None:
+    vectors = [np.frombuffer(base64.b64decode(v), dtype="<f4") for v in r.json()["embeddings"]]
+    assert_unit_vectors(np.asarray(vectors, dtype=np.float64), 2)
+
+
+def raw_vectors(r: httpx.Response) -> None:
+    """normalize false: the pooled vectors, not unit length."""
+    vectors = np.asarray(r.json()["embeddings"])
+    assert vectors.shape == (2, DIM) and np.isfinite(vectors).all()
+    assert not np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-2)
+
+
+def simple_cases() -> list[Case]:
+    """POST /embeddings: {texts, normalize} in FastAPI's detail shape; a body with input is OpenAI's."""
+    C = [Case("texts", SIMPLE, jbytes({"texts": ["a", "b"], "normalize": True}), 200, n=2),
+         Case("texts_default_model", SIMPLE, jbytes({"texts": ["什么是机器学习？"]}), 200, n=1),
+         Case("texts_normalize_false", SIMPLE, jbytes({"texts": ["a", "b"], "normalize": False}), 200,
+              check=raw_vectors),
+         Case("texts_empty", SIMPLE, jbytes({"texts": []}), 400, contains='"texts" must not be empty'),
+         Case("texts_unknown_model", SIMPLE, jbytes({"texts": ["a"], "model": "nope"}), 404),
+         Case("texts_too_many", SIMPLE, jbytes({"texts": ["x"] * 10_000}), 400, contains="max_inputs=2048"),
+         Case("texts_lone_surrogate", SIMPLE, raw('{"texts": ["a\\ud800b"]}'), 400),
+         Case("openai_body", SIMPLE, fields(OPENAI, input=["a", "b"]), 200, n=2),
+         Case("openai_body_no_model", SIMPLE, jbytes({"input": "x"}), 400, openai=True, param="model"),
+         Case("openai_body_empty_input", SIMPLE, fields(OPENAI, input=[]), 400, openai=True, param="input"),
+         Case("openai_body_unknown_model", SIMPLE, fields(OPENAI, model="nope", input="x"), 404, openai=True,
+              code="model_not_found")]
+    for name, body in [("texts_string", '{"texts": "a"}'), ("texts_numbers", '{"texts": [1, 2]}'),
+                       ("texts_nested", '{"texts": [["a"]]}'), ("texts_null", '{"texts": null}'),
+                       ("texts_missing", '{"normalize": true}'), ("normalize_string", '{"texts": ["a"], "normalize": '
+                                                                                     '"yes"}'),
+                       ("normalize_number", '{"texts": ["a"], "normalize": 1}'),
+                       ("model_number", '{"texts": ["a"], "model": 5}'), ("array_body", '[{"texts": ["a"]}]'),
+                       ("null_body", "null"), ("invalid_json", '{"texts": ['), ("empty_body", "")]:
+        C.append(Case(name, SIMPLE, raw(body), 400))
+    for name, texts in ODD_TEXTS.items():
+        C.append(Case(f"odd_text_{name}", SIMPLE, jbytes({"texts": texts}), 200, n=len(texts)))
+    return C
+
+
 def build_cases() -> list[Case]:
     C: list[Case] = []
     # -- not JSON, or not a JSON object ----------------------------------------------------------
@@ -120,11 +195,13 @@ def build_cases() -> list[Case]:
     C += both("trailing_garbage", lambda p: raw('{"model": "MODEL", "input": "x"} trailing'), 400, 400, 400)
     C += both("single_quotes", lambda p: raw("{'model': 'MODEL', 'input': 'x'}"), 400, 400, 400)
     C += both("json_array_body", lambda p: jbytes([{"model": MODEL, "input": "x"}]), 400, 400, 400)
-    for name, text in [("int", "42"), ("string", '"just a string"'), ("null", "null"), ("true", "true"),
-                       ("float", "1.5e300")]:
-        C += both(f"scalar_body_{name}", lambda p, t=text: raw(t), 400, 400, 400)
-    C += both("empty_body", lambda p: b"", 400, 400, 400)
-    C += both("empty_object", lambda p: b"{}", 400, 400, 400, openai_param="model")
+    for name, text in [("int", "42"), ("string", '"just a string"'), ("true", "true"), ("float", "1.5e300")]:
+        C += both(f"scalar_body_{name}", lambda p, t=text: raw(t), 400, 400, 400,
+                  ollama_contains="json: cannot unmarshal")
+    # Go decodes null into a struct as nothing set: /api/embed then uses the default model and has no input.
+    C += both("scalar_body_null", lambda p: raw("null"), 200, 400, 400, ollama_check=ollama_empty)
+    C += both("empty_body", lambda p: b"", 400, 400, 400, ollama_contains="missing request body")
+    C += both("empty_object", lambda p: b"{}", 200, 400, 400, openai_param="model", ollama_check=ollama_empty)
     C += both("deep_nesting", lambda p: raw('{"model": "MODEL", "input": ' + "[" * 100_000 + "]" * 100_000 + "}"),
               400, 400, 400)
     C += both("raw_nul_in_string", lambda p: raw('{"model": "MODEL", "input": "a\x00b", "prompt": "a\x00b"}'),
@@ -152,18 +229,25 @@ def build_cases() -> list[Case]:
                       headers=headers, n=1))
         C.append(Case(f"legacy_content_type_{ctype or 'missing'}", LEGACY, fields(LEGACY, input="hello"), 200,
                       headers=headers, n=1))
+        # /embeddings too: requests.post(url, data=json.dumps(body)) sends no content type.
+        C.append(Case(f"simple_content_type_{ctype or 'missing'}", SIMPLE, jbytes({"texts": ["hello"]}), 200,
+                      headers=headers, n=1))
     C.append(Case("openai_content_type_json_charset", OPENAI, good, 200,
                   headers={"content-type": "application/json; charset=utf-8"}, n=1))
     C.append(Case("ollama_form_encoded_body", OLLAMA, f"model={MODEL}&input=hello".encode(), 400,
                   headers={"content-type": "application/x-www-form-urlencoded"}, contains="invalid JSON"))
 
     # -- missing / null / wrongly typed fields ----------------------------------------------------------
-    C += both("missing_model", lambda p: jbytes({"input": "x", "prompt": "x"}), 400, 400, 400, openai_param="model")
-    C += both("null_model", lambda p: jbytes({"model": None, "input": "x", "prompt": "x"}), 400, 400, 400,
-              openai_param="model")
-    C += both("empty_model", lambda p: fields(p, model="", input="x"), 400, 404, 400, openai_code="model_not_found")
+    # /api/embed without a model: the default model (the single-model services' clients send none)
+    C += both("missing_model", lambda p: jbytes({"input": "x", "prompt": "x"}), 200, 400, 400, openai_param="model",
+              ollama_n=1, ollama_contains="model is required")
+    C += both("null_model", lambda p: jbytes({"model": None, "input": "x", "prompt": "x"}), 200, 400, 400,
+              openai_param="model", ollama_n=1, ollama_contains="model is required")
+    C += both("empty_model", lambda p: fields(p, model="", input="x"), 200, 404, 400, openai_code="model_not_found",
+              ollama_n=1)
     for name, value in [("int", 5), ("list", [MODEL]), ("object", {"name": MODEL}), ("bool", True)]:
         C += both(f"model_is_{name}", lambda p, v=value: fields(p, model=v, input="x"), 400, 400, 400,
+                  ollama_contains="json: cannot unmarshal",
                   openai_param="model")
     C += both("unknown_model", lambda p: fields(p, model="no-such-model", input="x"), 404, 404, 404,
               openai_code="model_not_found", openai_param="model")
@@ -218,8 +302,33 @@ def build_cases() -> list[Case]:
         C.append(Case(f"encoding_format_{name}", OPENAI,
                       raw('{"model": "MODEL", "input": "x", "encoding_format": ' + value + "}"), 400,
                       param="encoding_format"))
-    C.append(Case("encoding_format_is_ignored", OLLAMA, fields(OLLAMA, input="x", encoding_format="int8"), 200, n=1))
-    C.append(Case("truncate_not_bool", OLLAMA, fields(OLLAMA, input="x", truncate="nope"), 400))
+    # Ollama: this server's addition for the single-model services' clients, "float" or "base64"
+    C.append(Case("encoding_format_float", OLLAMA, fields(OLLAMA, input=["x", "y"], encoding_format="float"), 200,
+                  n=2))
+    C.append(Case("encoding_format_base64", OLLAMA, fields(OLLAMA, input=["x", "y"], encoding_format="base64"),
+                  200, check=base64_vectors))
+    for name, value in [("int8", '"int8"'), ("uppercase", '"FLOAT"'), ("empty", '""')]:
+        C.append(Case(f"encoding_format_{name}", OLLAMA,
+                      raw('{"model": "MODEL", "input": "x", "encoding_format": ' + value + "}"), 400,
+                      contains='expected "float" or "base64"'))
+    C.append(Case("encoding_format_number", OLLAMA, fields(OLLAMA, input="x", encoding_format=5), 400,
+                  contains="cannot unmarshal number into Go struct field EmbedRequest.encoding_format"))
+    C.append(Case("truncate_not_bool", OLLAMA, fields(OLLAMA, input="x", truncate="nope"), 400,
+                  contains="cannot unmarshal string into Go struct field EmbedRequest.truncate of type bool"))
+    # wrong JSON types: Ollama's Go decoder answers 400 with its message, nothing is coerced
+    for name, field_, value, message in GO_TYPE_ERRORS:
+        body = '{"model": "MODEL", "input": "x", "prompt": "x", "' + field_ + '": ' + value + "}"
+        C.append(Case(f"go_type_{name}", OLLAMA, raw(body), 400, contains=message))
+        if field_ in ("options", "keep_alive", "model"):  # EmbeddingRequest has these too
+            C.append(Case(f"go_type_{name}", LEGACY, raw(body), 400,
+                          contains=message.replace("EmbedRequest", "EmbeddingRequest")))
+    C.append(Case("go_type_prompt_number", LEGACY, raw('{"model": "MODEL", "prompt": 5}'), 400,
+                  contains="json: cannot unmarshal number into Go struct field EmbeddingRequest.prompt of type string"))
+    C.append(Case("go_type_prompt_list", LEGACY, raw('{"model": "MODEL", "prompt": ["x"]}'), 400,
+                  contains="json: cannot unmarshal array into Go struct field EmbeddingRequest.prompt of type string"))
+    C.append(Case("ollama_client_fields", OLLAMA, raw('{"model": "MODEL", "input": ["x"], "truncate": null, '
+                                                      '"dimensions": null, "keep_alive": 300, "options": '
+                                                      '{"num_ctx": null, "temperature": 0.0}}'), 200, n=1))
     C.append(Case("truncate_false_too_long", OLLAMA, fields(OLLAMA, input="word " * 1000, truncate=False), 400,
                   contains="context length"))
 
@@ -248,7 +357,7 @@ def build_cases() -> list[Case]:
     for name, texts in ODD_TEXTS.items():
         C += both(f"odd_text_{name}", lambda p, t=texts: fields(p, input=t), 200, 200, n=len(texts))
         C.append(Case(f"odd_text_{name}", LEGACY, fields(LEGACY, input=texts[0]), 200, n=1))
-    return C
+    return C + simple_cases()
 
 
 CASES = build_cases()
@@ -262,14 +371,28 @@ def test_bad_or_odd_request(case: Case, bad_server, http):
         if case.check is not None:
             case.check(r)
         if case.n is not None:
-            assert_unit_vectors(vectors_of(case.path, r), case.n, case.dim)
-    elif case.path.startswith("/v1"):
+            body = r.json()
+            vectors = np.asarray(body["embeddings"]) if case.path == SIMPLE and "embeddings" in body \
+                else vectors_of(case.path, r)
+            assert_unit_vectors(vectors, case.n, case.dim)
+    elif case.path.startswith("/v1") or case.openai:
         kw = {k: getattr(case, k) for k in ("param", "code") if getattr(case, k) != "unchecked"}
         err = assert_openai_error(r, case.status, contains=case.contains, **kw)
         assert err["type"] == ("invalid_request_error" if case.status < 500 else "server_error")
+    elif case.path == SIMPLE:
+        assert_detail_error(r, case.status, case.contains)
     else:
         assert_ollama_error(r, case.status, case.contains)
     assert_serving(bad_server, http)  # same client: the connection (if kept alive) still works
+
+
+def assert_detail_error(r: httpx.Response, status: int, contains: str | None = None) -> None:
+    """FastAPI's error shape: exactly ``{"detail": "<non-empty message>"}``, JSON content type."""
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    assert r.headers.get("content-type", "").startswith("application/json"), r.headers
+    body = r.json()
+    assert isinstance(body, dict) and set(body) == {"detail"} and isinstance(body["detail"], str), body
+    assert body["detail"] and (contains is None or contains in body["detail"]), body
 
 
 def test_bad_requests_leave_no_server_errors(bad_server, http):

@@ -28,6 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from embedding_server.api.errors import TEI_STATUSES, dialect_of
 from tests.integration.robustness.robustness_support import (
     MODEL,
     assert_serving,
@@ -56,7 +57,13 @@ def dialect_error_shape(response, case) -> None:
     body = response.json()
     if status < 400:
         return
-    if case.operation.path.startswith("/v1"):
+    if dialect_of(case.operation.path, case.operation.method.upper()) == "tei":  # 422 for invalid bodies, as TEI
+        assert isinstance(body, dict) and set(body) == {"error", "error_type"}, body
+        assert isinstance(body["error"], str) and body["error"] and body["error_type"] in TEI_STATUSES, body
+        return
+    if case.operation.path == "/embeddings" and isinstance(body, dict) and set(body) == {"detail"}:
+        assert isinstance(body["detail"], str) and body["detail"], body  # FastAPI's shape, its texts body
+    elif case.operation.path.startswith("/v1") or case.operation.path == "/embeddings":  # OpenAI's body
         assert isinstance(body, dict) and set(body) == {"error"}, body
         assert set(body["error"]) == {"message", "type", "param", "code"}, body
         assert isinstance(body["error"]["message"], str) and body["error"]["message"], body

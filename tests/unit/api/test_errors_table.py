@@ -1,4 +1,4 @@
-"""The one error table and its rendering in the OpenAI (/v1) and Ollama dialects."""
+"""The one error table and its rendering in the OpenAI (/v1), Ollama and TEI dialects."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from embedding_server.api.errors import ApiError, install_error_handlers, mapping_for
+from embedding_server.api.errors import TEI_STATUSES, ApiError, dialect_of, install_error_handlers, mapping_for
 from embedding_server.engine import errors as e
 
 # kind -> (error, status, openai type, openai code, Ollama status)
@@ -181,3 +181,86 @@ def test_http_errors_in_dialect(client, prefix, shape):
     assert r.status_code == 405
     if prefix == "/v1":
         assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+# ----- TEI: {"error", "error_type"} with TEI's statuses, on TEI's routes -----------------------------------------
+# kind -> (TEI status, TEI error_type)
+TEI_CASES = {"not-found": (503, "Unhealthy"), "context": (422, "Validation"), "limit": (422, "Validation"),
+             "invalid": (422, "Validation"), "overloaded": (429, "Overloaded"), "unavailable": (503, "Unhealthy"),
+             "inference": (424, "Backend"), "engine": (424, "Backend")}
+
+
+def _tei_app() -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/embed")
+    async def raise_kind(kind: str):
+        raise CASES[kind][0]
+
+    @app.post("/tokenize")
+    async def items(item: Item):
+        return {"n": item.n}
+
+    @app.post("/")
+    async def crash():
+        raise RuntimeError("secret detail /etc/passwd")
+
+    @app.get("/info")
+    async def api_error(status: int):
+        raise ApiError(status, "refused")
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def tei():
+    with TestClient(_tei_app(), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_dialect_of():
+    assert dialect_of("/v1/embeddings", "POST") == "openai"
+    assert [dialect_of(p, "POST") for p in ("/embed", "/embed_all", "/embed_sparse", "/similarity", "/tokenize",
+                                            "/decode", "/info", "/")] == ["tei"] * 8
+    assert dialect_of("/", "GET") == dialect_of("/api/embed", "POST") == dialect_of("/nothing", "POST") == "ollama"
+
+
+@pytest.mark.parametrize("kind", TEI_CASES)
+def test_tei_dialect(tei, kind):
+    status, error_type = TEI_CASES[kind]
+    r = tei.get(f"/embed?kind={kind}")
+    assert r.status_code == status and r.headers["content-type"] == "application/json"
+    assert r.json() == {"error": CASES[kind][0].message, "error_type": error_type}
+    assert TEI_STATUSES[error_type] == status
+
+
+def test_tei_overloaded_has_retry_after(tei):
+    assert tei.get("/embed?kind=overloaded").headers["retry-after"] == str(e.Overloaded.retry_after_seconds)
+
+
+def test_tei_validation_errors_are_422_and_broken_json_400(tei):
+    r = tei.post("/tokenize", json={"n": "seven"})
+    assert r.status_code == 422 and r.json()["error_type"] == "Validation"
+    assert r.json()["error"].startswith("invalid request: n: ")
+    r = tei.post("/tokenize", content=b'{"n": ', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json() == {"error": "invalid JSON in request body", "error_type": "Validation"}
+
+
+def test_tei_unexpected_error_is_generic(tei):
+    r = tei.post("/")
+    assert r.status_code == 500 and r.json() == {"error": "internal server error", "error_type": "Backend"}
+    assert "secret" not in r.text and "Traceback" not in r.text
+
+
+@pytest.mark.parametrize("status, error_type", [(400, "Empty"), (401, "Validation"), (413, "Validation"),
+                                                (422, "Validation"), (424, "Backend"), (429, "Overloaded"),
+                                                (503, "Unhealthy"), (500, "Backend")])
+def test_tei_api_errors_by_status(tei, status, error_type):
+    r = tei.get(f"/info?status={status}")
+    assert r.status_code == status and r.json() == {"error": "refused", "error_type": error_type}
+
+
+def test_tei_http_errors(tei):
+    r = tei.get("/tokenize")
+    assert r.status_code == 405 and r.json()["error_type"] == "Validation"

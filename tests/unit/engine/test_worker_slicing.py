@@ -121,3 +121,40 @@ def test_slices_are_timed_by_the_budget():
     run(main())
     assert owners(emb.log) == [1] * 10
     assert [s.slices for s in stats] == [1] and emb.unit_ms == [30_000.0]
+
+
+class HeadsEmbedder(SlicedEmbedder):
+    """Records the heads each batch asks for; every head's output is the input's first id."""
+
+    def __init__(self):
+        super().__init__()
+        self.started.set()
+        self.heads: list[frozenset[str]] = []
+
+    def start(self, batch, unit_ms=None, heads=None):
+        self.heads.append(heads)
+        return EmbedJob(iter_outputs(batch, heads))
+
+
+def iter_outputs(batch, heads):
+    yield
+    return {head: (np.array([[ids[0], len(ids)] for ids in batch], np.float32) if head == "dense"
+                   else [f"{head}:{ids[0]}" for ids in batch]) for head in heads}
+
+
+def test_requests_asking_for_different_outputs_share_one_forward():
+    emb = HeadsEmbedder()
+
+    async def main():
+        with worker_for(emb, start=False) as w:
+            dense = w.submit(inputs(1, [4, 5]))
+            sparse = w.submit(inputs(2, [3]), frozenset({"sparse"}))
+            both = w.submit(inputs(3, [6]), frozenset({"dense", "colbert"}))
+            w.start()
+            return await dense.future, await sparse.future, await both.future
+
+    dense, sparse, both = run(main())
+    assert emb.heads == [frozenset({"dense", "sparse", "colbert"})]  # one batch, the union of the heads
+    assert set(dense) == {"dense"} and dense["dense"][:, 0].tolist() == [1000, 1001]
+    assert sparse == {"sparse": ["sparse:2000"]}
+    assert set(both) == {"dense", "colbert"} and both["colbert"] == ["colbert:3000"]

@@ -11,7 +11,7 @@ import pytest
 from embedding_server.model.checkpoint import CheckpointError, inspect_checkpoint
 
 ST_FILES = ("1_Pooling", "modules.json", "sentence_bert_config.json")
-FLAGS = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "lasttoken")
+FLAGS = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "lasttoken", "weightedmean_tokens")
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_checks_in_order_config_first(folder):
 @pytest.mark.parametrize(
     "flag, mode",
     [("cls_token", "cls"), ("mean_tokens", "mean"), ("max_tokens", "max"), ("lasttoken", "lasttoken"),
-     ("mean_sqrt_len_tokens", "mean_sqrt_len")],
+     ("mean_sqrt_len_tokens", "mean_sqrt_len"), ("weightedmean_tokens", "weightedmean")],
 )
 def test_pooling_flags(folder, flag, mode):
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(_pooling_config(flag)))
@@ -125,7 +125,7 @@ def test_pooling_flags(folder, flag, mode):
 @pytest.mark.parametrize(
     "value, mode",
     [("cls", "cls"), ("cls_token", "cls"), ("mean", "mean"), ("mean_tokens", "mean"), ("max", "max"),
-     ("lasttoken", "lasttoken"), ("mean_sqrt_len_tokens", "mean_sqrt_len")],
+     ("lasttoken", "lasttoken"), ("mean_sqrt_len_tokens", "mean_sqrt_len"), ("weightedmean", "weightedmean")],
 )
 def test_pooling_mode_string(folder, value, mode):
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": value}))
@@ -137,6 +137,19 @@ def test_unsupported_pooling_mode(folder):
     message = _error(folder)
     assert "'attention'" in message
     assert "1_Pooling/config.json" in message
+
+
+def test_concatenated_pooling_flags_are_refused(folder):
+    config = {**_pooling_config("mean_tokens"), "pooling_mode_max_tokens": True}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    assert "concatenates several modes (max, mean)" in _error(folder)
+
+
+def test_custom_model_code_is_refused(folder):
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_custom.CustomModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert "trust_remote_code" in _error(folder)
 
 
 def test_no_pooling_flag_set(folder):

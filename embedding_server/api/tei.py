@@ -1,0 +1,204 @@
+"""Hugging Face TEI's API (text-embeddings-inference): /embed, /embed_all, /embed_sparse, /similarity, /tokenize,
+/decode, /info, and POST / (similarity when ``inputs`` is an object, else embed: huggingface_hub's InferenceClient
+posts every task to the bare URL). TEI's requests name no model: every route serves the default one. Errors come
+in TEI's shape and statuses (api/errors.py); messages the router itself writes are TEI's words."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+
+from .. import __version__
+from ..engine.engine import TOKENIZER_THREADS
+from ..engine.types import SPARSE, TOKENS, EmbedRequest, EmbedResult
+from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
+from .errors import ApiError
+from .responses import json_response
+from .tei_schemas import (EMBED_ALL_RESPONSE, EMBED_RESPONSE, SPARSE_RESPONSE, TEI_ERRORS, TOKENIZE_RESPONSE,
+                          DecodeBody, EmbedAllBody, EmbedBody, Info, SimilarityBody, SimilarityParameters,
+                          TokenizeBody)
+
+router = APIRouter(dependencies=[Depends(require_api_key)], responses=TEI_ERRORS, tags=["TEI"])
+
+MAX_CHAR_MULTIPLIER = 250  # /tokenize refuses texts over this many characters per context token (as TEI)
+_POOLING_NAMES = {"lasttoken": "last_token"}  # TEI's names where ours differ
+_NO_SPARSE_HEAD = "Backend error: Model is not an embedding model with SPLADE pooling"
+
+
+def _invalid(field: str, expected: str) -> ApiError:
+    return ApiError(422, f"Failed to deserialize the JSON body into the target type: {field}: expected {expected}",
+                    param=field)
+
+
+def _too_many(n: int, limit: int) -> ApiError:
+    return ApiError(422, f"batch size {n} > maximum allowed batch size {limit}", param="inputs")
+
+
+def _check_not_empty(items: list, what: str = "inputs") -> None:
+    if any(len(item) == 0 for item in items):
+        raise ApiError(400, f"Input validation error: `{what}` cannot be empty", param=what)
+
+
+def _is_ids(value: Any) -> bool:
+    return type(value) is list and all(type(i) is int for i in value)  # bool is not an id
+
+
+def _embed_inputs(raw: Any, limit: int) -> list:
+    """TEI's ``inputs``: a text, token ids, or a batch of texts and token-id lists (checked without pydantic)."""
+    if type(raw) is str or _is_ids(raw):
+        return [raw]
+    if type(raw) is not list:
+        raise _invalid("inputs", "a string, token ids, or an array of strings and token-id arrays")
+    if len(raw) > limit:  # before looking at a million items
+        raise _too_many(len(raw), limit)
+    if not all(type(x) is str or _is_ids(x) for x in raw):
+        raise _invalid("inputs", "a string, token ids, or an array of strings and token-id arrays")
+    return raw
+
+
+def _internal(body: EmbedAllBody | SimilarityParameters, request: Request, inputs: list, **options) -> EmbedRequest:
+    """The engine's request for the default model: token ids are the model's own whole sequences (TEI's reading),
+    ``truncate`` defaults to EMBED_AUTO_TRUNCATE."""
+    ids = any(type(x) is list for x in inputs)
+    truncate = engine_of(request).settings.auto_truncate if body.truncate is None else body.truncate
+    return EmbedRequest(model=None, inputs=inputs, truncate=truncate, truncation_direction=body.truncation_direction,
+                        prompt_name=body.prompt_name, token_ids=ids, ids_mode="model_full" if ids else None, **options)
+
+
+async def _run(request: Request, internal: EmbedRequest) -> tuple[EmbedResult, dict[str, str]]:
+    """Embed, note it for the access log, and TEI's x-compute-* headers."""
+    started = time.perf_counter_ns()
+    result = await until_disconnect(request, engine_of(request).embed(internal))
+    note_for_access_log(request, internal, result)
+    ms = str((time.perf_counter_ns() - started) // 1_000_000)
+    headers = {"x-compute-time": ms, "x-total-time": ms, "x-compute-tokens": str(result.prompt_tokens),
+               "x-compute-characters": str(sum(len(x) for x in internal.inputs))}
+    return result, headers
+
+
+@router.post("/embed", summary="Pooled embeddings (TEI)", response_model=EMBED_RESPONSE)
+async def embed(body: EmbedBody, request: Request) -> Response:
+    inputs = _embed_inputs(body.inputs, engine_of(request).settings.max_inputs)
+    _check_not_empty(inputs)
+    internal = _internal(body, request, inputs, normalize=body.normalize, dimensions=body.dimensions)
+    result, headers = await _run(request, internal)
+    return json_response(result.embeddings, headers=headers)
+
+
+@router.post("/embed_all", summary="Last hidden state of every token (TEI)", response_model=EMBED_ALL_RESPONSE)
+async def embed_all(body: EmbedAllBody, request: Request) -> Response:
+    inputs = _embed_inputs(body.inputs, engine_of(request).settings.max_inputs)
+    _check_not_empty(inputs)
+    result, headers = await _run(request, _internal(body, request, inputs, outputs=frozenset({TOKENS})))
+    return json_response(result.token_states, headers=headers)
+
+
+@router.post("/embed_sparse", summary="Sparse embeddings (TEI): models with a sparse head",
+             response_model=SPARSE_RESPONSE)
+async def embed_sparse(body: EmbedAllBody, request: Request) -> Response:
+    engine = engine_of(request)
+    inputs = _embed_inputs(body.inputs, engine.settings.max_inputs)
+    if SPARSE not in getattr(await engine.encoder(), "outputs", frozenset()):
+        raise ApiError(424, _NO_SPARSE_HEAD)  # TEI's answer for a model without SPLADE pooling
+    _check_not_empty(inputs)
+    result, headers = await _run(request, _internal(body, request, inputs, outputs=frozenset({SPARSE})))
+    sparse = [[{"index": i, "value": w} for i, w in zip(ids.tolist(), weights.tolist())]
+              for ids, weights in result.sparse]
+    return json_response(sparse, headers=headers)
+
+
+@router.post("/similarity", summary="Cosine similarity of sentences to a source sentence (TEI)",
+             response_model=list[float])
+async def similarity(body: SimilarityBody, request: Request) -> Response:
+    sentences, limit = body.inputs.sentences, engine_of(request).settings.max_inputs
+    if type(sentences) is not list:
+        raise _invalid("inputs.sentences", "an array of strings")
+    if not sentences:
+        raise ApiError(400, "`inputs.sentences` cannot be empty", param="inputs.sentences")
+    if len(sentences) + 1 > limit:  # the source sentence counts
+        raise _too_many(len(sentences) + 1, limit)
+    if not all(type(s) is str for s in sentences):
+        raise _invalid("inputs.sentences", "an array of strings")
+    texts = [body.inputs.source_sentence, *sentences]
+    _check_not_empty(texts)
+    result, headers = await _run(request, _internal(body.parameters or SimilarityParameters(), request, texts))
+    vectors = result.embeddings  # L2-normalised: their dot products are the cosines
+    return json_response(vectors[1:] @ vectors[0], headers=headers)
+
+
+@router.post("/tokenize", summary="Tokens of texts with their byte spans (TEI)", response_model=TOKENIZE_RESPONSE)
+async def tokenize(body: TokenizeBody, request: Request) -> Response:
+    engine, raw = engine_of(request), body.inputs
+    if type(raw) is str:
+        texts = [raw]
+    elif type(raw) is list:
+        if not raw:
+            raise ApiError(400, "`inputs` cannot be empty", param="inputs")
+        if len(raw) > engine.settings.max_inputs:
+            raise _too_many(len(raw), engine.settings.max_inputs)
+        if not all(type(t) is str for t in raw):
+            raise _invalid("inputs", "a string or an array of strings")
+        texts = raw
+    else:
+        raise _invalid("inputs", "a string or an array of strings")
+    _check_not_empty(texts)
+    cap = (await engine.encoder()).details.context_length * MAX_CHAR_MULTIPLIER
+    longest = max(len(t) for t in texts)
+    if longest > cap:
+        raise ApiError(422, f"Input validation error: `inputs` must have less than {cap} characters. "
+                            f"Given: {longest}", param="inputs")
+    return json_response(await engine.tokens(texts, body.add_special_tokens, body.prompt_name))
+
+
+@router.post("/decode", summary="Text of token ids (TEI)", response_model=list[str])
+async def decode(body: DecodeBody, request: Request) -> Response:
+    engine, raw = engine_of(request), body.ids
+    if _is_ids(raw):
+        batch = [raw]
+    elif type(raw) is list:
+        if len(raw) > engine.settings.max_inputs:
+            raise _too_many(len(raw), engine.settings.max_inputs)
+        if not all(_is_ids(x) for x in raw):
+            raise _invalid("ids", "token ids or an array of token-id arrays")
+        batch = raw
+    else:
+        raise _invalid("ids", "token ids or an array of token-id arrays")
+    if not all(0 <= i < 2**32 for ids in batch for i in ids):
+        raise _invalid("ids", "token ids between 0 and 4294967295")
+    _check_not_empty(batch, "input_ids")
+    return json_response(await engine.decode(batch, body.skip_special_tokens))
+
+
+@router.get("/info", summary="The served model and the server's limits (TEI)", response_model=Info)
+async def info(request: Request) -> Response:
+    engine = engine_of(request)
+    details, settings = (await engine.encoder()).details, engine.settings
+    name = engine.default_entry().name
+    return json_response({
+        "model_id": name, "model_sha": None, "model_dtype": details.dtype, "served_model_name": name,
+        "model_type": {"embedding": {"pooling": _POOLING_NAMES.get(details.pooling, details.pooling)}},
+        "max_concurrent_requests": settings.max_queued_inputs, "max_input_length": details.context_length,
+        "max_batch_tokens": settings.max_batch_tokens, "max_batch_requests": settings.max_batch_size,
+        "max_client_batch_size": settings.max_inputs, "auto_truncate": settings.auto_truncate,
+        "tokenization_workers": TOKENIZER_THREADS, "version": __version__, "sha": None, "docker_label": None,
+    })
+
+
+@router.post("/", summary="Embed, or similarity when inputs is an object (TEI's root route)", include_in_schema=False)
+async def root(request: Request, body: Any = Body(None)) -> Response:
+    if isinstance(body, dict) and isinstance(body.get("inputs"), dict):
+        return await similarity(_validated(SimilarityBody, body), request)
+    return await embed(_validated(EmbedBody, body), request)
+
+
+def _validated(model: type[BaseModel], body: Any):
+    """``body`` as ``model``; a failure is the same validation error FastAPI raises for the routes."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
