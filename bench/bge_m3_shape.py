@@ -8,7 +8,8 @@ The shape is BAAI/bge-m3's exactly (XLM-RoBERTa large): 24 layers, hidden 1024, 
 with ``save_pretrained`` as one float32 ``model.safetensors`` (2.27 GB at 24 layers: 568 M
 parameters, the pooler included as in BGE-M3's file; 264 M of them are the embeddings, so fewer
 layers save less than one would think: 2 layers still write 1.16 GB). Sentence-transformers files
-as BGE-M3 has them: CLS pooling, Normalize, ``max_seq_length`` 8192.
+as BGE-M3 has them: CLS pooling, Normalize, ``max_seq_length`` 8192; and its sparse and ColBERT heads
+(``sparse_linear.pt``, ``colbert_linear.pt``).
 
 The tokenizer is a Unigram model (sentencepiece-style: Metaspace pre-tokenizer, ``<s> $A </s>``)
 trained with the ``tokenizers`` library on the bench workload sentences plus a few dozen lines
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 MARKER = ".bench-bge-m3-shape.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: with sparse_linear.pt and colbert_linear.pt
 SEED = 1234
 VOCAB_TARGET = 32000  # the Unigram trainer stops earlier on a corpus this small
 
@@ -175,6 +176,17 @@ def _write_model(path: Path, layers: int) -> int:
     return n_params
 
 
+def _write_heads(path: Path) -> None:
+    """BGE-M3's sparse (hidden -> 1) and ColBERT (hidden -> hidden) heads, random, saved as its state dicts."""
+    import torch
+
+    generator = torch.Generator().manual_seed(SEED + 1)
+    hidden = CONFIG["hidden_size"]
+    for name, out_features in (("sparse_linear.pt", 1), ("colbert_linear.pt", hidden)):
+        weight = torch.randn(out_features, hidden, generator=generator) * 0.02
+        torch.save({"weight": weight, "bias": torch.zeros(out_features)}, path / name)
+
+
 def _alive(pid: str) -> bool:
     try:
         os.kill(int(pid), 0)
@@ -206,6 +218,7 @@ def build(folder: Path, layers: int = 24, log=print) -> Path:
         log(f"tokenizer: Unigram, {pieces} pieces; initialising {layers} layers of random weights (seed {SEED})")
         n_params = _write_model(tmp, layers)
         _write_st_files(tmp)
+        _write_heads(tmp)
         weights = tmp / "model.safetensors"
         if not weights.is_file():
             raise RuntimeError(f"save_pretrained wrote no single model.safetensors: {sorted(os.listdir(tmp))}")

@@ -40,7 +40,8 @@ from . import load, report, workload
 from .cpumeter import CpuMeter, wait_quiet
 from .long_report import markdown, targets
 from .long_scenarios import (_lat_stats, _safe, long_alone, long_with_open_loop_queries,
-                             long_with_sequential_queries, served_context, server_bulk, server_single)
+                             long_with_sequential_queries, served_context, server_bulk, server_bulk_outputs,
+                             server_single)
 from .reference import percentile
 from .run import Metered, _clean, log
 from .server import Server
@@ -103,6 +104,7 @@ def model_facts(folder: Path) -> dict:
     facts = {k: cfg.get(k) for k in keys}
     facts["weights_bytes"] = sum(p.stat().st_size for pat in ("*.safetensors", "*.bin") for p in folder.glob(pat))
     facts["bge_m3_shape"] = bool((folder / ".bench-bge-m3-shape.json").is_file())
+    facts["m3_heads"] = all((folder / f).is_file() for f in ("sparse_linear.pt", "colbert_linear.pt"))
     return facts
 
 
@@ -249,6 +251,10 @@ def run(args) -> dict:
                 r["st_single"] = measure(_safe(st_single))
                 r["st_bulk"] = measure(_safe(st_bulk))
             r["server_bulk"] = measure(_safe(lambda: server_bulk(url, name, chunks, cfg["per_request"])))
+            if facts["m3_heads"]:  # BGE-M3's three outputs against dense only, both through /api/encode
+                for key, outputs in (("encode_dense", ["dense"]), ("encode_all", ["dense", "sparse", "colbert"])):
+                    r[key] = measure(_safe(lambda o=outputs: server_bulk_outputs(url, name, chunks,
+                                                                                  cfg["per_request"], o)))
             rounds.append(r)
         result["rounds"] = rounds
         idle_ms = [v for r in rounds for v in r["server_single"].get("ms", [])]

@@ -37,6 +37,19 @@ def server_bulk(url: str, model: str, chunks: list[str], per_request: int) -> di
     return {"chunks": len(chunks), "s": s, "chunks_per_s": len(chunks) / s}
 
 
+def server_bulk_outputs(url: str, model: str, chunks: list[str], per_request: int, outputs: list[str]) -> dict:
+    """Like ``server_bulk`` through ``POST /api/encode`` asking for ``outputs`` (BGE-M3's dense/sparse/colbert)."""
+    with load.client(url) as c:
+        t0 = time.perf_counter()
+        for i in range(0, len(chunks), per_request):
+            body = orjson.dumps({"model": model, "input": chunks[i : i + per_request], "outputs": outputs})
+            status, answer = c.post("/api/encode", body)
+            if status != 200:
+                raise RuntimeError(f"/api/encode -> {status}: {answer[:300]!r}")
+        s = time.perf_counter() - t0
+    return {"chunks": len(chunks), "s": s, "chunks_per_s": len(chunks) / s, "outputs": outputs}
+
+
 def _long_request(url: str, model: str, text: str, done: threading.Event, out: dict) -> None:
     try:
         with load.client(url) as c:
