@@ -11,6 +11,7 @@ from pathlib import Path
 from ..engine.engine import Engine
 from ..engine.errors import ModelUnavailable
 from ..engine.registry import ModelEntry
+from ..engine.types import HEAD_FILES
 
 _FAR_FUTURE = "2318-01-01T00:00:00Z"  # models stay resident: they never expire
 
@@ -111,7 +112,15 @@ def describe_one(engine: Engine, name: str) -> dict:
     if f["pooling"]:
         info[f"{arch}.pooling_type"] = f["pooling"]
     return {"license": "", "modelfile": "", "parameters": "", "template": "", "details": _details(f),
-            "model_info": info, "capabilities": ["embedding"], "modified_at": _iso(f["modified"])}
+            "model_info": info, "capabilities": ["embedding", *sorted(_extra_outputs(entry))],
+            "modified_at": _iso(f["modified"])}
+
+
+def _extra_outputs(entry: ModelEntry) -> set[str]:
+    """BGE-M3's sparse / ColBERT outputs the model gives: from the loaded encoder, else from its head files."""
+    if entry.encoder is not None:
+        return set(getattr(entry.encoder, "outputs", ())) & set(HEAD_FILES)
+    return {output for output, file in HEAD_FILES.items() if (entry.path / file).is_file()}
 
 
 def openai_models(engine: Engine) -> list[dict]:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from .. import __version__
 from ..engine.engine import TOKENIZER_THREADS
-from ..engine.types import SPARSE, TOKENS, EmbedRequest, EmbedResult
+from ..engine.types import COLBERT, SPARSE, TOKENS, EmbedRequest, EmbedResult
 from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
 from .errors import ApiError
 from .responses import json_response
@@ -90,12 +90,16 @@ async def embed(body: EmbedBody, request: Request) -> Response:
     return json_response(result.embeddings, headers=headers)
 
 
-@router.post("/embed_all", summary="Last hidden state of every token (TEI)", response_model=EMBED_ALL_RESPONSE)
+@router.post("/embed_all", summary="Per-token vectors (TEI): BGE-M3's ColBERT vectors, else last hidden states",
+             response_model=EMBED_ALL_RESPONSE)
 async def embed_all(body: EmbedAllBody, request: Request) -> Response:
-    inputs = _embed_inputs(body.inputs, engine_of(request).settings.max_inputs)
+    engine = engine_of(request)
+    inputs = _embed_inputs(body.inputs, engine.settings.max_inputs)
     _check_not_empty(inputs)
-    result, headers = await _run(request, _internal(body, request, inputs, outputs=frozenset({TOKENS})))
-    return json_response(result.token_states, headers=headers)
+    colbert = COLBERT in getattr(await engine.encoder(), "outputs", frozenset())
+    result, headers = await _run(request, _internal(body, request, inputs,
+                                                    outputs=frozenset({COLBERT if colbert else TOKENS})))
+    return json_response(result.colbert if colbert else result.token_states, headers=headers)
 
 
 @router.post("/embed_sparse", summary="Sparse embeddings (TEI): models with a sparse head",
@@ -186,6 +190,7 @@ async def info(request: Request) -> Response:
         "max_batch_tokens": settings.max_batch_tokens, "max_batch_requests": settings.max_batch_size,
         "max_client_batch_size": settings.max_inputs, "auto_truncate": settings.auto_truncate,
         "tokenization_workers": TOKENIZER_THREADS, "version": __version__, "sha": None, "docker_label": None,
+        "outputs": sorted(getattr(await engine.encoder(), "outputs", ())),  # ours: which heads /embed* can give
     })
 
 

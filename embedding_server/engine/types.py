@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..model.heads import COLBERT, DENSE, ONLY_DENSE, SPARSE, TOKENS  # noqa: F401 - the output names dialects ask for
+from ..model.heads import COLBERT, DENSE, HEAD_FILES, ONLY_DENSE, SPARSE, TOKENS  # noqa: F401 - for the dialects
 
 
 @dataclass

@@ -74,3 +74,36 @@ def test_errors_in_ollamas_shape(m3_client):
         assert r.status_code == 400 and set(r.json()) == {"error"}, (bad, r.text)
     assert m3_client.post("/api/encode", json={"model": "nope", "input": "x"}).status_code == 404
     assert m3_client.post("/api/encode", json={"input": "x", "outputs": ["colbert"]}).status_code == 200  # default
+
+
+@pytest.fixture(scope="module")
+def tei_m3(tmp_path_factory):
+    """The TEI routes serve the default model: a BGE-M3 folder here."""
+    from tests.conftest import open_client
+    from embedding_server.settings import Settings
+
+    root = tmp_path_factory.mktemp("tei-m3")
+    shutil.copytree(FOLDER, root / "bge-m3")
+    client = open_client(Settings(models_dir=root, model="bge-m3"))
+    yield client
+    client.__exit__(None, None, None)
+
+
+def test_tei_embed_sparse_and_embed_all_give_bge_m3s_outputs(tei_m3):
+    sparse = tei_m3.post("/embed_sparse", json={"inputs": TEXTS}).json()
+    for got, want in zip(sparse, REFERENCE["sparse"]):
+        assert {str(item["index"]): item["value"] for item in got}.keys() == want.keys()
+        assert all(abs(item["value"] - want[str(item["index"])]) <= 1e-5 for item in got)
+    colbert = tei_m3.post("/embed_all", json={"inputs": TEXTS}).json()  # ColBERT vectors for a BGE-M3 folder
+    for got, want in zip(colbert, REFERENCE["colbert"]):
+        got, want = np.asarray(got), np.asarray(want)
+        assert got.shape == want.shape and (got * want).sum(1).min() >= 0.99999
+    dense = np.asarray(tei_m3.post("/embed", json={"inputs": TEXTS}).json())
+    assert (dense * np.asarray(REFERENCE["dense"])).sum(1).min() >= 0.99999
+    assert tei_m3.get("/info").json()["outputs"] == ["colbert", "dense", "sparse", "tokens"]
+
+
+def test_show_lists_the_extra_outputs(m3_client):
+    assert m3_client.post("/api/show", json={"model": "bge-m3"}).json()["capabilities"] == [
+        "embedding", "colbert", "sparse"]
+    assert m3_client.post("/api/show", json={"model": "tiny-bert"}).json()["capabilities"] == ["embedding"]

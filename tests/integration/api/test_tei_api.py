@@ -270,7 +270,8 @@ def test_info(client):
         "model_type": {"embedding": {"pooling": "mean"}}, "max_concurrent_requests": settings.max_queued_inputs,
         "max_input_length": 256, "max_batch_tokens": settings.max_batch_tokens,
         "max_batch_requests": settings.max_batch_size, "max_client_batch_size": settings.max_inputs,
-        "auto_truncate": True, "tokenization_workers": 2, "version": info["version"], "sha": None, "docker_label": None}
+        "auto_truncate": True, "tokenization_workers": 2, "version": info["version"], "sha": None, "docker_label": None,
+        "outputs": ["dense", "tokens"]}
     assert info["version"] == client.get("/api/version").json()["version"]
 
 
