@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     auto_truncate: bool = Field(True, description="TEI API: cut inputs longer than the model's context when a request does not say `truncate` (TEI's `--auto-truncate`, on since TEI 1.9); `false` = such inputs get 422.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger gets 413.")
     max_queued_inputs: int = Field(16384, ge=1, description="Inputs waiting per model before new requests get 429 (OpenAI) / 503 (Ollama).")
-    api_key: str = Field("", description="Comma-separated API keys; when set, embedding and model routes need `Authorization: Bearer <key>`.")
+    api_key: str = Field("", description="Comma-separated API keys; when set, embedding and model routes need `Authorization: Bearer <key>` or `X-API-Key: <key>`.")
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS closed.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_inputs: bool = Field(False, description="Log input texts in access logs (debug only; off by default).")
