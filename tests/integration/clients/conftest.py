@@ -10,7 +10,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+import shutil
 import socket
+from pathlib import Path
 from typing import Any, Callable
 
 import httpx
@@ -23,6 +25,9 @@ from tests.support.server import running_server
 MODEL = "all-minilm-l6-v2"
 OPENAI_ALIAS = "text-embedding-3-small"
 MIN_COSINE = 0.9999
+M3_MODEL = "tiny-bge-m3"  # tests/fixtures/tiny-bge-m3: BGE-M3's shape with its sparse head, tiny
+API_KEY = "sk-loopback-test-key"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 _CLEARED_ENV = ("OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_API_BASE",
                 "OLLAMA_HOST", "OLLAMA_API_KEY", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
@@ -100,12 +105,24 @@ def alias_server(empty_models_dir, tmp_path_factory):
         yield base
 
 
-def reference_vectors(base: str, texts: list[str], dimensions: int | None = None) -> np.ndarray:
+@pytest.fixture(scope="session")
+def m3_server(tmp_path_factory):
+    """A live server whose default model is the tiny BGE-M3 fixture (a sparse head: TEI's /embed_sparse answers)
+    and which demands an API key (``EMBED_API_KEY``): for the clients' sparse embedders and their auth options."""
+    root = tmp_path_factory.mktemp("m3-models")
+    shutil.copytree(FIXTURES / M3_MODEL, root / M3_MODEL)
+    log = tmp_path_factory.mktemp("logs") / "m3-server.log"
+    with running_server(root, model=M3_MODEL, env={"EMBED_API_KEY": API_KEY}, log_path=log) as (base, _proc):
+        yield base
+
+
+def reference_vectors(base: str, texts: list[str], dimensions: int | None = None, model: str = MODEL,
+                      headers: dict[str, str] | None = None) -> np.ndarray:
     """What the server's own /api/embed returns for ``texts`` (the reference every client must match)."""
-    body: dict[str, Any] = {"model": MODEL, "input": texts}
+    body: dict[str, Any] = {"model": model, "input": texts}
     if dimensions:
         body["dimensions"] = dimensions
-    r = httpx.post(f"{base}/api/embed", json=body, timeout=120)
+    r = httpx.post(f"{base}/api/embed", json=body, headers=headers, timeout=120)
     assert r.status_code == 200, r.text
     return np.asarray(r.json()["embeddings"], dtype=np.float64)
 
@@ -134,18 +151,21 @@ def assert_matches(live_server) -> Callable[..., np.ndarray]:
 
 
 class Wire:
-    """Records the JSON bodies a client really sends, through httpx event hooks."""
+    """Records the JSON bodies (and headers) a client really sends, through httpx event hooks."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # each recorded request's headers (lower-case names), in order
 
     def _record(self, request) -> None:
         raw = request.read()
         self.requests.append((request.method, request.url.path, json.loads(raw) if raw else None))
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
 
     async def _arecord(self, request) -> None:
         raw = await request.aread()
         self.requests.append((request.method, request.url.path, json.loads(raw) if raw else None))
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
 
     @property
     def hooks(self) -> dict:
@@ -163,6 +183,29 @@ class Wire:
 @pytest.fixture
 def wire() -> Wire:
     return Wire()
+
+
+@pytest.fixture
+def wire_httpx(wire, monkeypatch) -> Wire:
+    """``wire``, recording what every ``httpx.Client``/``httpx.AsyncClient`` made during the test sends: for clients
+    that build their own and take no hooks (llama-index's TextEmbeddingsInference opens one per call)."""
+
+    def with_hook(kwargs: dict, hook) -> dict:
+        hooks = dict(kwargs.pop("event_hooks", None) or {})
+        hooks["request"] = [*hooks.get("request", []), hook]
+        return {**kwargs, "event_hooks": hooks}
+
+    class Client(httpx.Client):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **with_hook(kwargs, wire._record))
+
+    class AsyncClient(httpx.AsyncClient):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **with_hook(kwargs, wire._arecord))
+
+    monkeypatch.setattr(httpx, "Client", Client)
+    monkeypatch.setattr(httpx, "AsyncClient", AsyncClient)
+    return wire
 
 
 _WORDS = ("river mountain engine signal library market window garden theory channel protocol "
