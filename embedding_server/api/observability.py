@@ -44,7 +44,9 @@ class Metrics:
                                      "reloaded)", ["model"], registry=r)
         self.load_seconds = Gauge("embed_model_load_seconds", "Time to load each model", ["model"], registry=r)
         self._queue_source = None
+        self._models_source = None
         r.register(_QueueDepth(self))
+        r.register(_ModelInfo(self))
 
     def on_batch(self, model: str, stats: BatchStats) -> None:
         """Engine observer: called from the model's worker thread after each forward pass."""
@@ -70,6 +72,10 @@ class Metrics:
         """``source()`` returns {model: queued inputs}; read at every scrape."""
         self._queue_source = source
 
+    def watch_models(self, source) -> None:
+        """``source()`` returns {model: dtype served} for the loaded models; read at every scrape."""
+        self._models_source = source
+
 
 class _QueueDepth:
     def __init__(self, metrics: Metrics):
@@ -80,6 +86,19 @@ class _QueueDepth:
         source = self.metrics._queue_source
         for model, depth in (source() if source else {}).items():
             family.add_metric([model], depth)
+        yield family
+
+
+class _ModelInfo:
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        family = GaugeMetricFamily("embed_model_info", "Loaded models and the dtype their weights are served in",
+                                   labels=["model", "dtype"])
+        source = self.metrics._models_source
+        for model, dtype in (source() if source else {}).items():
+            family.add_metric([model, dtype], 1)
         yield family
 
 

@@ -11,6 +11,7 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from ..model.encoder import SentenceEncoder, Token
+from ..model.precision import native_bf16, resolve_dtype
 from ..settings import Settings
 from .errors import InvalidInput, LimitExceeded, ModelNotFound, ModelUnavailable
 from .heap import HeapTrimmer
@@ -43,9 +44,11 @@ class Engine:
 
     # ----- lifecycle -------------------------------------------------------------------
     def _load_encoder(self, entry: ModelEntry) -> SentenceEncoder:
+        dtype, why = resolve_dtype(self.settings.dtype_of(entry.name), native_bf16())
+        log.log(logging.WARNING if "emulated" in why else logging.INFO, "model %s: %s (%s)", entry.name, dtype, why)
         return SentenceEncoder(entry.path, self.settings.pooling, self.settings.num_threads,
                                padding_free=self.settings.padding_free,
-                               short_batch_copy_mb=self.settings.short_batch_copy_mb)
+                               short_batch_copy_mb=self.settings.short_batch_copy_mb, dtype=dtype)
 
     def _load(self, entry: ModelEntry) -> None:
         """Load weights and start the model's worker (runs in a thread)."""
@@ -125,6 +128,11 @@ class Engine:
     def ready(self) -> bool:
         """Healthy, and the last batch did not fail."""
         return self.healthy() and not self.default_entry().worker.last_batch_failed
+
+    def loaded_dtypes(self) -> dict[str, str]:
+        """The dtype each loaded model's weights are served in."""
+        return {e.name: getattr(e.encoder.details, "dtype", "float32") for e in self.registry.entries.values()
+                if e.loaded and e.encoder is not None}
 
     def queued_inputs(self) -> dict[str, int]:
         return {e.name: e.worker.queued_inputs for e in self.registry.entries.values() if e.loaded}

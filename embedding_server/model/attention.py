@@ -154,4 +154,4 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
     if mask is not None:
         scores.masked_fill_(~mask, float("-inf"))
-    return torch.matmul(scores.softmax(-1), v)
+    return torch.matmul(scores.softmax(-1, dtype=torch.float32).to(v.dtype), v)  # softmax in float32

@@ -47,21 +47,24 @@ class Dense:
 
         Raises RuntimeError if the operators are missing or disagree with the default path.
         """
-        if self.weight.dtype != torch.float32:
-            raise RuntimeError(f"blocked copy needs float32 weights, not {self.weight.dtype}")
+        if self.weight.dtype not in (torch.float32, torch.bfloat16):
+            raise RuntimeError(f"blocked copy needs float32 or bfloat16 weights, not {self.weight.dtype}")
         blocked = torch.ops.mkldnn._reorder_linear_weight(self.weight, SHORT_TOKENS)
-        probe = torch.randn(7, self.weight.shape[1], generator=torch.Generator().manual_seed(0))
-        expected = F.linear(probe, self.weight, self.bias)
-        got = torch.ops.mkldnn._linear_pointwise(probe, blocked, self.bias, "none", [], "")
-        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
+        probe = torch.randn(7, self.weight.shape[1], generator=torch.Generator().manual_seed(0)).to(self.weight.dtype)
+        expected = F.linear(probe, self.weight, self.bias).float()
+        got = torch.ops.mkldnn._linear_pointwise(probe, blocked, self.bias, "none", [], "").float()
+        tolerance = 1e-4 if self.weight.dtype == torch.float32 else 2e-2
+        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=tolerance, atol=tolerance):
             raise RuntimeError("oneDNN blocked weights disagree with the default linear")
         self.blocked = blocked
 
     def into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``self(x)`` written into ``out`` (rows of a larger matrix: no copy of the product)."""
-        return torch.addmm(self.bias, x, self.weight.t(), out=out)
+        return torch.addmm(self.bias, x.to(self.weight.dtype), self.weight.t(), out=out)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The product in the weight's dtype (a float32 input is cast to bfloat16 weights' dtype first)."""
+        x = x.to(self.weight.dtype)
         rows = x.shape[0]
         if self.blocked is None or rows > SHORT_TOKENS:
             return F.linear(x, self.weight, self.bias)

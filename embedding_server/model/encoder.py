@@ -19,6 +19,7 @@ from .job import EmbedJob, one_step
 from .packed import PackedEncoder
 from .heads import DENSE, ONLY_DENSE, TOKENS, ExtraHeads, packed_outputs, padded_outputs
 from .pooling import normalize
+from .precision import DTYPES, keep_layer_norms_in_float32
 from .slicing import WHOLE, ForwardCost, measure_cost
 from .st_dense import dense_folders, load_dense
 from .standard import pad_batch, standard_forward
@@ -61,7 +62,7 @@ class SentenceEncoder:
     """One checkpoint loaded for inference on the CPU."""
 
     def __init__(self, path: Path, pooling: str = "auto", num_threads: int | None = None,
-                 padding_free: bool = True, short_batch_copy_mb: int = 0):
+                 padding_free: bool = True, short_batch_copy_mb: int = 0, dtype: str = "float32"):
         import torch
         import transformers
         from transformers import AutoModel, AutoTokenizer
@@ -78,11 +79,14 @@ class SentenceEncoder:
         except Exception as exc:  # noqa: BLE001 - turned into one clear line
             raise CheckpointError(f"{path}: cannot load the tokenizer: {exc}") from None
         try:
-            # float32 whatever the checkpoint stores (transformers 5 would otherwise keep e.g. float16 weights).
+            # ``dtype`` whatever the checkpoint stores (transformers 5 would otherwise keep e.g. float16 weights):
+            # one copy of the weights, converted while loading.
             self.model = AutoModel.from_pretrained(str(path), local_files_only=True,
-                                                   **{_dtype_argument(): torch.float32}).eval()
+                                                   **{_dtype_argument(): DTYPES[dtype]}).eval()
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"{path}: cannot load the weights: {exc}") from None
+        if dtype != "float32":
+            keep_layer_norms_in_float32(self.model)
         self.load_seconds = time.perf_counter() - started
 
         self.pooling = (self.info.pooling or "mean") if pooling == "auto" else pooling
@@ -114,7 +118,7 @@ class SentenceEncoder:
             vocab_size=len(self.tokenizer),
             size_bytes=sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()),
             embedding_rows=int(self.model.get_input_embeddings().num_embeddings),
-            dtype=str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            dtype=str(self.model.get_input_embeddings().weight.dtype).removeprefix("torch."),  # as served
         )
         self._torch = torch
 
@@ -220,7 +224,7 @@ class SentenceEncoder:
     def _standard_outputs(self, batch: list[list[int]], heads: frozenset[str]) -> dict:
         ids, mask = pad_batch(batch, self.pad_id)
         with self._torch.inference_mode():
-            hidden = standard_forward(self.model, ids, mask, self._wants_token_types)
+            hidden = standard_forward(self.model, ids, mask, self._wants_token_types).float()
             return padded_outputs(hidden, mask, batch, heads, self.pooling, self.extra, self.project)
 
     def _note_fallback(self, reason: str) -> None:

@@ -54,9 +54,18 @@ def _batch(lengths: list[int], vocab: int, pad_id: int, seed: int, pad_inside: b
     return batch
 
 
+# With bfloat16 weights both forwards round differently (the packed one keeps its residual stream in float32), so
+# they are compared by the cosine of each token's hidden state: a structural error (positions, masks, slicing) gives
+# far lower values, bfloat16 rounding ~0.9999.
+MIN_BF16_COSINE = 0.995
+
+
 def _differs(got: torch.Tensor, expected: torch.Tensor) -> str | None:
     if got.shape != expected.shape:
         return f"output shape {tuple(got.shape)} != {tuple(expected.shape)}"
+    if expected.dtype != torch.float32:
+        cosine = torch.nn.functional.cosine_similarity(got.float(), expected.float(), dim=-1).min().item()
+        return None if cosine >= MIN_BF16_COSINE else f"differs from the standard forward (token cosine {cosine:.4f})"
     error = (got - expected).abs().max().item()
     if not error <= 1e-3 * max(1.0, expected.abs().max().item()):
         return f"differs from the standard forward by {error:.2e}"

@@ -68,8 +68,8 @@ def _best_ms(fn, repeats: int = 3) -> float:
 def measure_cost(packed) -> ForwardCost:
     """Time one layer's dense work on MIN_ROWS tokens and one sequence's attention over 512 tokens."""
     layer, hidden, heads = packed.layers[0], packed.hidden, packed.heads
-    dtype = layer.qkv.weight.dtype
-    x = torch.randn(MIN_ROWS, hidden, generator=torch.Generator().manual_seed(0)).to(dtype)
+    dtype = layer.qkv.weight.dtype  # of the products; the residual stream is float32
+    x = torch.randn(MIN_ROWS, hidden, generator=torch.Generator().manual_seed(0))
     attended = torch.randn(MIN_ROWS, hidden, generator=torch.Generator().manual_seed(1)).to(dtype)
 
     def dense():

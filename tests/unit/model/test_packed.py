@@ -86,14 +86,16 @@ def test_the_embedding_layer_runs_on_real_tokens_only(pair):
     padded layout (a 256-token input among 31 short ones: ~12 MB per intermediate of that module)."""
     fast, _ = pair
     seen = []
-    hook = fast.model.embeddings.register_forward_hook(lambda module, args, kwargs, out: seen.append(out.shape),
-                                                       with_kwargs=True)
+    embeddings = fast.model.embeddings
+    hooks = [module.register_forward_hook(lambda module, args, out: seen.append(tuple(out.shape)))
+             for module in (embeddings.word_embeddings, embeddings.position_embeddings)]
     try:
         with torch.inference_mode():
             fast._packed.forward(_random_batch(fast, LENGTHS))
     finally:
-        hook.remove()
-    assert seen == [(1, sum(LENGTHS), fast.details.dimension)]
+        for hook in hooks:
+            hook.remove()
+    assert seen == [(sum(LENGTHS), fast.details.dimension)] * 2
 
 
 @pytest.mark.parametrize("mode", POOLING_MODES)
@@ -209,9 +211,9 @@ def test_dense_blocked_copy_matches_the_default_product_for_short_and_long_input
         assert torch.allclose(dense(x), F.linear(x, weight, bias), atol=1e-5)
 
 
-def test_dense_refuses_a_blocked_copy_of_half_precision_weights():
-    dense = Dense(torch.zeros(4, 4, dtype=torch.bfloat16), torch.zeros(4, dtype=torch.bfloat16))
-    with pytest.raises(RuntimeError, match="float32"):
+def test_dense_refuses_a_blocked_copy_of_float16_weights():
+    dense = Dense(torch.zeros(4, 4, dtype=torch.float16), torch.zeros(4, dtype=torch.float16))
+    with pytest.raises(RuntimeError, match="float32 or bfloat16"):
         dense.add_blocked_copy()
     assert dense.blocked is None
 

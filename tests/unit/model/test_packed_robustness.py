@@ -36,24 +36,23 @@ def test_a_pad_id_inside_an_input_gets_the_transformers_positions(tiny_models_di
     np.testing.assert_allclose(fast.embed(batch), standard.embed(batch), atol=2e-6)
 
 
-def test_token_types_are_passed_even_when_the_tokenizer_has_none(no_token_types):
-    """transformers 4.x slices a buffer of max_position_embeddings rows when token_type_ids is left out, so a
-    packed batch of more tokens than that raised (checked on 4.40 in test_oldest_transformers)."""
-    fast = SentenceEncoder(no_token_types)
+def test_token_types_are_included_even_when_the_tokenizer_has_none(no_token_types):
+    """The packed embedding adds the token-type row 0, as the transformers forward does with no token_type_ids (4.x
+    slices a buffer of max_position_embeddings rows for that, which a packed batch of more tokens overran: checked on
+    4.40 in test_oldest_transformers); a packed batch longer than the positions matches the transformers forward."""
+    fast, standard = SentenceEncoder(no_token_types), SentenceEncoder(no_token_types, padding_free=False)
     assert fast.padding_free and not fast._wants_token_types
-    seen = []
-    hook = fast.model.embeddings.register_forward_hook(
-        lambda module, args, kwargs, out: seen.append(kwargs.get("token_type_ids")), with_kwargs=True)
     prefix, suffix = fast._template
     batch = [prefix + [10 + i % 50 for i in range(100)] + suffix for _ in range(3)]  # 306 tokens > 130 positions
-    try:
-        got = fast.embed(batch)
-    finally:
-        hook.remove()
-    assert seen and all(t is not None and not t.any() for t in seen)
     assert sum(map(len, batch)) > fast.model.config.max_position_embeddings
-    expected = SentenceEncoder(no_token_types, padding_free=False).embed(batch)
-    np.testing.assert_allclose(got, expected, atol=2e-6)
+    np.testing.assert_allclose(fast.embed(batch), standard.embed(batch), atol=2e-6)
+    shift = torch.randn(32, generator=torch.Generator().manual_seed(0)) * 3
+    with torch.no_grad():  # the type row really takes part: changing it changes both forwards alike
+        for encoder in (fast, standard):
+            encoder.model.embeddings.token_type_embeddings.weight[0] += shift
+    changed = fast.embed(batch)
+    np.testing.assert_allclose(changed, standard.embed(batch), atol=2e-6)
+    assert not np.allclose(changed, SentenceEncoder(no_token_types).embed(batch), atol=1e-3)
 
 
 def test_self_check_reaches_masked_fused_attention_and_a_batch_over_512_tokens(tiny_models_dir, monkeypatch):
