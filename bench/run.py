@@ -95,6 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="the same scenarios on the folder given by --model-dir")
     long.add_argument("--long-tokens", type=int, default=None, metavar="N",
                       help="tokens of the long input (default 8192; 2048 with --quick)")
+    p.add_argument("--dtypes", action="store_true",
+                   help="bfloat16 against float32, two servers side by side (bench/dtypes.py); with --bge-m3-shape on "
+                        "the generated BGE-M3 shape; skipped on a CPU without native bf16")
     args = p.parse_args(argv)
     if args.bge_m3_shape and args.long_context:
         p.error("--bge-m3-shape and --long-context are two modes: give one")
@@ -102,7 +105,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--long-context needs --model-dir DIR")
     if args.bge_m3_shape and args.model_dir:
         p.error("--bge-m3-shape generates its folder: use --long-context --model-dir DIR for a given one")
-    if not (args.bge_m3_shape or args.long_context):
+    if args.dtypes:
+        args.model_dir = args.model_dir or default_model_dir()
+    elif not (args.bge_m3_shape or args.long_context):
         args.model_dir = args.model_dir or default_model_dir()
         args.out = args.out or Path("bench/results")
     return args
@@ -213,6 +218,10 @@ def _clean(o):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.dtypes:
+        from . import dtypes
+
+        return dtypes.main(args)
     if args.bge_m3_shape or args.long_context:
         from . import long_context
 
