@@ -48,17 +48,27 @@ def _is_ids(value: Any) -> bool:
     return type(value) is list and all(type(i) is int for i in value)  # bool is not an id
 
 
+def _in_u32(ids: list) -> bool:
+    return all(0 <= i < 2**32 for i in ids)
+
+
 def _embed_inputs(raw: Any, limit: int) -> list:
-    """TEI's ``inputs``: a text, token ids, or a batch of texts and token-id lists (checked without pydantic)."""
+    """TEI's ``inputs``: a text, token ids (u32), or a batch of texts and token-id lists (checked without pydantic;
+    a failure here is TEI's deserialisation error, so it comes before any check of what the model can do)."""
+    expected = "a string, token ids (0 to 4294967295), or an array of strings and token-id arrays"
     if type(raw) is str or _is_ids(raw):
-        return [raw]
-    if type(raw) is not list:
-        raise _invalid("inputs", "a string, token ids, or an array of strings and token-id arrays")
-    if len(raw) > limit:  # before looking at a million items
+        batch = [raw]
+    elif type(raw) is not list:
+        raise _invalid("inputs", expected)
+    elif len(raw) > limit:  # before looking at a million items
         raise _too_many(len(raw), limit)
-    if not all(type(x) is str or _is_ids(x) for x in raw):
-        raise _invalid("inputs", "a string, token ids, or an array of strings and token-id arrays")
-    return raw
+    elif not all(type(x) is str or _is_ids(x) for x in raw):
+        raise _invalid("inputs", expected)
+    else:
+        batch = raw
+    if not all(type(x) is str or _in_u32(x) for x in batch):
+        raise _invalid("inputs", expected)
+    return batch
 
 
 def _internal(body: EmbedAllBody | SimilarityParameters, request: Request, inputs: list, **options) -> EmbedRequest:
@@ -172,7 +182,7 @@ async def decode(body: DecodeBody, request: Request) -> Response:
         batch = raw
     else:
         raise _invalid("ids", "token ids or an array of token-id arrays")
-    if not all(0 <= i < 2**32 for ids in batch for i in ids):
+    if not all(_in_u32(ids) for ids in batch):
         raise _invalid("ids", "token ids between 0 and 4294967295")
     _check_not_empty(batch, "input_ids")
     return json_response(await engine.decode(batch, body.skip_special_tokens))

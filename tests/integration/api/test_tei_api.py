@@ -184,7 +184,9 @@ def test_embed_sparse_without_a_sparse_head_is_424(client):
     for inputs in ("x", ["x", ""], [101, 102]):
         msg = tei_error(client.post("/embed_sparse", json={"inputs": inputs}), 424, "Backend")
         assert msg == "Backend error: Model is not an embedding model with SPLADE pooling"
-    tei_error(client.post("/embed_sparse", json={"inputs": 5}), 422, "Validation")
+    for bad in (5, [2**32], [[1, -1]], ["x", [2**40]]):  # a body TEI cannot deserialise is refused first
+        for path in ("/embed_sparse", "/embed", "/embed_all"):
+            tei_error(client.post(path, json={"inputs": bad}), 422, "Validation")
 
 
 def test_embed_sparse_with_bge_m3_heads_and_api_keys(make_client, tmp_path):
