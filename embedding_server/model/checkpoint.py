@@ -27,6 +27,18 @@ class CheckpointInfo:
     architecture: str  # config.json model_type, e.g. "bert", "xlm-roberta"
     do_lower_case: bool = False  # sentence_bert_config.json asks to lowercase inputs
     prompts: dict[str, str] = field(default_factory=dict)  # config_sentence_transformers.json, e.g. {"query": "query: "}
+    task: str = "embed"  # "rerank" for a sequence-classification folder (a cross-encoder)
+    activation: str | None = None  # a cross-encoder's sentence-transformers activation_fn (dotted path), if saved
+
+
+def _task(config: dict, path: Path) -> str:
+    """"rerank" when config.json names a sequence-classification architecture (one label), else "embed"."""
+    if not any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        return "embed"
+    labels = config.get("num_labels") or len(config.get("id2label") or {}) or 1
+    if labels != 1:
+        raise CheckpointError(f"{path}: a sequence classifier with {labels} labels; a reranker has one")
+    return "rerank"
 
 
 def _read_json(path: Path) -> dict:
@@ -127,8 +139,12 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
             raise CheckpointError(f"{path}: 'prompts' in config_sentence_transformers.json is not a name -> text map")
         prompts = {str(k): v for k, v in raw.items()}
 
+    st_section = config.get("sentence_transformers") or {}
+    activation = st_section.get("activation_fn") or config.get("sbert_ce_default_activation_function")
     return CheckpointInfo(
         path=path,
+        task=_task(config, path),
+        activation=str(activation) if activation else None,
         pooling=pooling,
         max_seq_length=max_seq_length,
         architecture=str(config.get("model_type", "unknown")),

@@ -17,9 +17,11 @@ import numpy as np
 from .checkpoint import CheckpointError, CheckpointInfo, inspect_checkpoint
 from .job import EmbedJob, one_step
 from .packed import PackedEncoder
-from .heads import DENSE, ONLY_DENSE, TOKENS, ExtraHeads, packed_outputs, padded_outputs
+from .heads import DENSE, ONLY_DENSE, SCORE, TOKENS, ExtraHeads, packed_outputs, padded_outputs
 from .pooling import normalize
+from .file_weights import embedding_from_file
 from .precision import DTYPES, keep_layer_norms_in_float32
+from .reranker import ScoreHead, activation_of, with_types
 from .slicing import WHOLE, ForwardCost, measure_cost
 from .st_dense import dense_folders, load_dense
 from .standard import pad_batch, standard_forward
@@ -44,6 +46,7 @@ class ModelDetails:
     size_bytes: int
     embedding_rows: int = 0  # rows of the input embedding matrix: valid token ids are below this
     dtype: str = "float32"  # of the weights as served
+    task: str = "embed"  # or "rerank" (a cross-encoder)
 
 
 def _context_length(info: CheckpointInfo, tokenizer, config) -> int:
@@ -65,7 +68,7 @@ class SentenceEncoder:
                  padding_free: bool = True, short_batch_copy_mb: int = 0, dtype: str = "float32"):
         import torch
         import transformers
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
@@ -81,18 +84,31 @@ class SentenceEncoder:
         try:
             # ``dtype`` whatever the checkpoint stores (transformers 5 would otherwise keep e.g. float16 weights):
             # one copy of the weights, converted while loading.
-            self.model = AutoModel.from_pretrained(str(path), local_files_only=True,
-                                                   **{_dtype_argument(): DTYPES[dtype]}).eval()
+            auto = AutoModelForSequenceClassification if self.info.task == "rerank" else AutoModel
+            loaded = auto.from_pretrained(str(path), local_files_only=True, **{_dtype_argument(): DTYPES[dtype]}).eval()
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"{path}: cannot load the weights: {exc}") from None
+        self.model = loaded.base_model if self.info.task == "rerank" else loaded  # the encoder layers
         if dtype != "float32":
             keep_layer_norms_in_float32(self.model)
+            saved = embedding_from_file(self.model, Path(path))
+            if saved:
+                log.info("%s: word embeddings read from the checkpoint file (%.0f MB of %s not kept)", path,
+                         saved / 2**20, dtype)
         self.load_seconds = time.perf_counter() - started
 
         self.pooling = (self.info.pooling or "mean") if pooling == "auto" else pooling
         self.context_length = _context_length(self.info, self.tokenizer, self.model.config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._wants_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+        self.score_head = self.activation = None  # a cross-encoder's classifier and CrossEncoder's activation
+        if self.info.task == "rerank":
+            try:
+                self.score_head, self.activation = ScoreHead(loaded), activation_of(self.info.activation)
+                self.score_head.check(loaded, self._probe_pairs())
+            except CheckpointError as exc:
+                raise CheckpointError(f"{path}: {exc}") from None
+            self.score_head.to_float32(loaded, Path(path))
         self.text = TextTokenizer(self.tokenizer, self.context_length, self.info.do_lower_case)
         # Padding-free forward for BERT-style models (checked against the standard one), else None.
         self._packed = PackedEncoder.build(self.model, self._wants_token_types, self.pad_id,
@@ -101,7 +117,8 @@ class SentenceEncoder:
             self.extra = ExtraHeads.load(Path(path), int(self.model.config.hidden_size), self.tokenizer)
         except Exception as exc:  # noqa: BLE001 - one clear line
             raise CheckpointError(f"{path}: cannot load a head file: {exc}") from None
-        self.outputs = frozenset({DENSE, TOKENS}) | (self.extra.names if self.extra else frozenset())
+        self.outputs = (frozenset({SCORE}) if self.score_head else
+                        frozenset({DENSE, TOKENS}) | (self.extra.names if self.extra else frozenset()))
         try:  # sentence-transformers Dense modules after pooling (2_Dense/ ...)
             dense = [load_dense(folder) for folder in dense_folders(Path(path))]
         except Exception as exc:  # noqa: BLE001
@@ -118,7 +135,8 @@ class SentenceEncoder:
             vocab_size=len(self.tokenizer),
             size_bytes=sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()),
             embedding_rows=int(self.model.get_input_embeddings().num_embeddings),
-            dtype=str(self.model.get_input_embeddings().weight.dtype).removeprefix("torch."),  # as served
+            dtype=dtype,  # of the matrix products (word embeddings stay in the checkpoint's precision)
+            task=self.info.task,
         )
         self._torch = torch
 
@@ -128,6 +146,24 @@ class SentenceEncoder:
         ``prompt`` put before each text). With ``truncate=False`` an over-long text raises InputTooLong instead.
         """
         return self.text.tokenize(texts, truncate, direction, prompt)
+
+    def tokenize_pairs(self, query: str, documents: list[str], truncate: bool = True,
+                       direction: str | None = None) -> list[list[int]]:
+        """A cross-encoder's (query, document) pairs as the engine carries them (see ``reranker.with_types``):
+        tokenized together, cut ``longest_first`` to the context (as ``CrossEncoder.predict``). With
+        ``truncate=False`` an over-long pair raises InputTooLong instead."""
+        rows = self.model.get_input_embeddings().num_embeddings
+        types = self._wants_token_types
+        return [with_types(ids, kinds if types else None, rows)
+                for ids, kinds in self.text.pairs(query, documents, truncate, direction)]
+
+    def _probe_pairs(self) -> dict:
+        """A padded batch of two pairs, for checking the classifier head at load."""
+        batch = self.tokenizer(["what is a probe?"] * 2, ["a probe", "a longer document about probes and tests"],
+                               padding=True, return_tensors="pt")
+        if not self._wants_token_types:
+            batch.pop("token_type_ids", None)
+        return dict(batch)
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -219,13 +255,13 @@ class SentenceEncoder:
 
     def _packed_steps(self, batch: list[list[int]], lengths: list[int], slicing, heads: frozenset[str]):
         hidden = yield from self._packed.steps(batch, slicing)
-        return packed_outputs(hidden, batch, heads, self.pooling, self.extra, self.project)
+        return packed_outputs(hidden, batch, heads, self.pooling, self.extra, self.project, self.score_head)
 
     def _standard_outputs(self, batch: list[list[int]], heads: frozenset[str]) -> dict:
         ids, mask = pad_batch(batch, self.pad_id)
         with self._torch.inference_mode():
             hidden = standard_forward(self.model, ids, mask, self._wants_token_types).float()
-            return padded_outputs(hidden, mask, batch, heads, self.pooling, self.extra, self.project)
+            return padded_outputs(hidden, mask, batch, heads, self.pooling, self.extra, self.project, self.score_head)
 
     def _note_fallback(self, reason: str) -> None:
         self.fallbacks += 1

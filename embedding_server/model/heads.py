@@ -9,7 +9,8 @@ and its single forward pass:
 - ``sparse``: BGE-M3's lexical weights, ``relu(sparse_linear(h))`` per token, the maximum per token id,
   without the CLS, EOS, PAD and UNK ids and weights <= 0 (as FlagEmbedding's ``BGEM3FlagModel``);
 - ``colbert``: BGE-M3's multi-vectors, ``colbert_linear(h)`` of every token after CLS (EOS included),
-  each L2-normalised.
+  each L2-normalised;
+- ``score``: a cross-encoder's logit, its classifier on the first token's state (``reranker.ScoreHead``).
 
 The last two need the model folder's ``sparse_linear.pt`` / ``colbert_linear.pt`` (``ExtraHeads``).
 """
@@ -24,8 +25,8 @@ import torch
 
 from .pooling import pool, pool_packed
 
-DENSE, TOKENS, SPARSE, COLBERT = "dense", "tokens", "sparse", "colbert"
-HEADS = (DENSE, TOKENS, SPARSE, COLBERT)
+DENSE, TOKENS, SPARSE, COLBERT, SCORE = "dense", "tokens", "sparse", "colbert", "score"
+HEADS = (DENSE, TOKENS, SPARSE, COLBERT, SCORE)
 ONLY_DENSE = frozenset({DENSE})
 HEAD_FILES = {SPARSE: "sparse_linear.pt", COLBERT: "colbert_linear.pt"}
 
@@ -65,12 +66,15 @@ def _linear(path: Path, hidden: int) -> torch.nn.Linear:
 
 
 def packed_outputs(hidden: torch.Tensor, batch: list[list[int]], heads: frozenset[str], pooling: str,
-                   extra: ExtraHeads | None = None, project: torch.nn.Module | None = None) -> dict:
+                   extra: ExtraHeads | None = None, project: torch.nn.Module | None = None, score=None) -> dict:
     """Heads of packed hidden states (sum of lengths, dim), sequences back to back in ``batch`` order.
 
-    ``project`` (the checkpoint's sentence-transformers Dense modules) is applied to the pooled vectors."""
+    ``project`` (the checkpoint's sentence-transformers Dense modules) is applied to the pooled vectors;
+    ``score`` (a cross-encoder's classifier) maps first-token states to logits."""
     lengths = [len(ids) for ids in batch]
     out: dict = {}
+    if SCORE in heads:
+        out[SCORE] = score(pool_packed(hidden, lengths, "cls").float()).float().numpy()
     if DENSE in heads:
         out[DENSE] = _projected(pool_packed(hidden, lengths, pooling), project)
     if TOKENS in heads:
@@ -88,9 +92,10 @@ def packed_outputs(hidden: torch.Tensor, batch: list[list[int]], heads: frozense
 
 
 def padded_outputs(hidden: torch.Tensor, mask: torch.Tensor, batch: list[list[int]], heads: frozenset[str],
-                   pooling: str, extra: ExtraHeads | None = None, project: torch.nn.Module | None = None) -> dict:
+                   pooling: str, extra: ExtraHeads | None = None, project: torch.nn.Module | None = None,
+                   score=None) -> dict:
     """Heads of right-padded hidden states (batch, longest, dim) under the boolean ``mask`` of real tokens."""
-    out = packed_outputs(hidden[mask], batch, heads - {DENSE}, pooling, extra)
+    out = packed_outputs(hidden[mask], batch, heads - {DENSE}, pooling, extra, score=score)
     if DENSE in heads:
         out[DENSE] = _projected(pool(hidden, mask.long(), pooling), project)
     return out

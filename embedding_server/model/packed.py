@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from .attention import Group, attend, attend_steps, plan_groups
 from .dense import Dense, blocked_kernels_available
 from .pages import release_file_pages
+from .reranker import split_types
 from .self_check import self_check
 from .slicing import WHOLE, Slicing
 from .standard import pad_batch, standard_forward  # noqa: F401 - re-exported
@@ -193,7 +194,9 @@ class PackedEncoder:
         input gets padding_idx and is not counted). The padded layout took 12 MB per intermediate of that
         module with a 256-token input among 31 short ones."""
         total = starts[-1]
+        module = self.embeddings
         ids = np.fromiter((t for seq in batch for t in seq), dtype=np.int64, count=total)
+        ids, types = split_types(ids, module.word_embeddings.num_embeddings)  # a reranker's pairs carry types
         first = np.asarray(starts[:-1], dtype=np.int64)
         if self.padding_idx is None:
             positions = np.arange(total, dtype=np.int64) - np.repeat(first, lengths)
@@ -204,9 +207,11 @@ class PackedEncoder:
             positions = (counted - np.repeat(before, lengths)) * real + self.padding_idx
         # The embedding module's own sum and layer norm, in float32 whatever the weights' dtype (the residual
         # stream stays float32 in every layer; see precision.py).
-        module = self.embeddings
-        x = module.word_embeddings(torch.from_numpy(ids)).float()
-        if self.token_types:
+        rows = getattr(module.word_embeddings, "float_rows", module.word_embeddings)  # float32 rows from the file
+        x = rows(torch.from_numpy(ids)).float()
+        if self.token_types and types is not None:
+            x += module.token_type_embeddings(torch.from_numpy(types)).float()
+        elif self.token_types:
             x += module.token_type_embeddings.weight[0].float()  # every token's type is 0
         x += module.position_embeddings(torch.from_numpy(positions)).float()
         norm = module.LayerNorm

@@ -29,6 +29,8 @@ def _file_mappings() -> list[tuple[int, int]]:
                 fields = line.split(maxsplit=5)
                 if len(fields) == 6 and fields[5].startswith("/"):
                     start, end = (int(x, 16) for x in fields[0].split("-"))
+                    if spans and spans[-1][1] == start:  # one file's mapping split by madvise: one span
+                        start = spans.pop()[0]
                     spans.append((start, end))
     except OSError:
         return []

@@ -6,12 +6,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .reranker import split_types
+
 
 def standard_forward(model, ids: torch.Tensor, mask: torch.Tensor, wants_token_types: bool) -> torch.Tensor:
     """The transformers forward's last hidden state (batch, longest, hidden) for ``pad_batch`` output."""
+    ids, types = split_types(ids.numpy(), model.get_input_embeddings().num_embeddings)  # a reranker's pairs
+    ids = torch.from_numpy(ids)
     inputs = {"input_ids": ids, "attention_mask": mask.long()}
     if wants_token_types:
-        inputs["token_type_ids"] = torch.zeros_like(ids)
+        inputs["token_type_ids"] = torch.zeros_like(ids) if types is None else torch.from_numpy(types)
     return model(**inputs).last_hidden_state
 
 

@@ -83,6 +83,30 @@ class TextTokenizer:
             out[i] = self._tokenize_long(texts[i], i, truncate, direction)
         return out
 
+    def pairs(self, first: str, seconds: list[str], truncate: bool = True,
+              direction: str | None = None) -> list[tuple[list[int], list[int]]]:
+        """(ids, token types) of each (first, second) pair tokenized together, special tokens included, cut
+        ``longest_first`` to the context length (the tokenizer's pair encoding, as a cross-encoder is fed).
+        With ``truncate=False`` an over-long pair raises InputTooLong instead."""
+        direction = direction or self.tokenizer.truncation_side
+        if self.do_lower_case:
+            first, seconds = first.lower(), [t.lower() for t in seconds]
+        limit = self.context_length
+        backend = self._thread_backend(limit if truncate else None, direction)
+        if backend is not None:
+            out = [(e.ids, e.type_ids) for e in backend.encode_batch([(first, t) for t in seconds])]
+        else:
+            tokenizer = self._thread_tokenizer()
+            tokenizer.truncation_side = direction
+            encoded = tokenizer([first] * len(seconds), seconds, truncation="longest_first" if truncate else False,
+                                max_length=limit if truncate else None, return_attention_mask=False)
+            types = encoded.get("token_type_ids") or [[0] * len(ids) for ids in encoded["input_ids"]]
+            out = list(zip(encoded["input_ids"], types))
+        over = next((i for i, (ids, _) in enumerate(out) if len(ids) > limit), None)
+        if over is not None:
+            raise InputTooLong(over, len(out[over][0]), limit)
+        return out
+
     def _encode(self, texts: list[str], max_length: int, direction: str) -> list[list[int]]:
         if not texts:
             return []

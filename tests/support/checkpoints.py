@@ -130,3 +130,41 @@ def make_tiny_bge_m3(path: Path, seed: int = 0, heads: tuple[str, ...] = ("spars
         bias = torch.randn(out_features, generator=generator) * 0.1
         torch.save({"weight": weight, "bias": bias}, path / f"{head}_linear.pt")
     return path
+
+
+def make_tiny_cross_encoder(path: Path, family: str = "bert", seed: int = 0, activation: str | None = None) -> Path:
+    """A tiny reranker folder: ``*ForSequenceClassification`` with one label over the tiny BERT (WordPiece, token
+    types, like ms-marco-MiniLM-L-6-v2) or XLM-R tokenizer (no token types, like bge-reranker-v2-m3). Random
+    weights, the last layer scaled so that scores spread around 0.5 (float rounding stays ~1e-6). ``activation``
+    is written as sentence-transformers saves a CrossEncoder's ``activation_fn``."""
+    import torch
+    from transformers import AutoConfig, BertForSequenceClassification, XLMRobertaForSequenceClassification
+
+    if family == "bert":
+        make_tiny_bert(path, pooling=None, seed=seed)
+        cls = BertForSequenceClassification
+        settings = json.loads((path / "tokenizer_config.json").read_text())
+        settings["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]  # as BertTokenizer's
+        (path / "tokenizer_config.json").write_text(json.dumps(settings))
+    else:
+        make_tiny_xlmr(path, pooling=None, seed=seed, token_types=False)
+        cls = XLMRobertaForSequenceClassification
+        settings = json.loads((path / "tokenizer_config.json").read_text())
+        settings["model_max_length"] = 128  # the positions' bound (130 - 2), as bge-reranker-v2-m3's 8192 of 8194
+        (path / "tokenizer_config.json").write_text(json.dumps(settings))
+    config = AutoConfig.from_pretrained(path, num_labels=1)
+    config.architectures = [cls.__name__]
+    if activation:
+        config.sentence_transformers = {"activation_fn": activation}
+    torch.manual_seed(seed + 7)
+    model = cls(config).eval()
+    with torch.no_grad():  # spread the logits over the corpus' pairs (std 0.05): scores apart, rounding still tiny
+        from transformers import AutoTokenizer
+
+        pairs = AutoTokenizer.from_pretrained(path)(CORPUS[:6], CORPUS[1:7], padding=True, return_tensors="pt")
+        logits = model(**pairs).logits.reshape(-1)
+        last = model.classifier if isinstance(model.classifier, torch.nn.Linear) else model.classifier.out_proj
+        last.weight.mul_(0.05 / max(float(logits.std()), 1e-6))
+        last.bias.sub_(float(model(**pairs).logits.mean()))
+    model.save_pretrained(path)
+    return path

@@ -11,6 +11,8 @@ import torch
 from embedding_server.model.dense import blocked_kernels_available
 from embedding_server.model.encoder import SentenceEncoder
 from embedding_server.model.heads import COLBERT, DENSE, SPARSE
+from embedding_server.model.file_weights import FileBackedEmbedding
+from embedding_server.model.pages import _file_mappings
 from embedding_server.model.precision import Float32LayerNorm, native_bf16, resolve_dtype
 from tests.unit.model.test_m3_heads import FOLDER as M3_FOLDER
 from tests.unit.model.test_m3_heads import REFERENCE as M3_REFERENCE
@@ -44,6 +46,19 @@ def test_one_copy_of_the_weights_in_bf16_with_float32_layer_norms(tiny_models_di
         assert all(d.weight.dtype == torch.bfloat16 for d in layer.dense)
     fp32_bytes = sum(p.numel() * 4 for p in others)
     assert sum(p.numel() * p.element_size() for p in others) == fp32_bytes // 2
+
+
+def test_bf16_word_embeddings_stay_in_the_checkpoint_files_mapping(tiny_models_dir):
+    """The lookup table is read from the file (only rows read become resident), not converted to bf16."""
+    bf16 = SentenceEncoder(tiny_models_dir / "tiny-xlmr", dtype="bfloat16")
+    table = bf16.model.embeddings.word_embeddings
+    assert isinstance(table, FileBackedEmbedding) and table.weight.dtype == torch.float32
+    start = table.weight.data_ptr()
+    assert any(low <= start and start + table.weight.nbytes <= high for low, high in _file_mappings())
+    assert bf16.model.get_input_embeddings() is table and bf16.details.dtype == "bfloat16"
+    assert not any("word_embeddings" in n for n, _ in bf16.model.named_parameters())
+    fp32 = SentenceEncoder(tiny_models_dir / "tiny-xlmr")
+    assert torch.equal(table.weight, fp32.model.embeddings.word_embeddings.weight)  # the file's own values
 
 
 def test_sliced_bf16_forward_equals_the_whole_one(tiny_models_dir):
