@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, description="Most inputs in one forward pass.")
     max_inputs: int = Field(2048, ge=1, description="Most inputs in one request.")
     max_request_tokens: int = Field(300_000, ge=1, description="Most tokens (after truncation) in one request.")
+    max_rerank_documents: int = Field(1000, ge=1, description="Most documents in one rerank request.")
     auto_truncate: bool = Field(True, description="TEI API: cut inputs longer than the model's context when a request does not say `truncate` (TEI's `--auto-truncate`, on since TEI 1.9); `false` = such inputs get 422.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger gets 413.")
     max_queued_inputs: int = Field(16384, ge=1, description="Inputs waiting per model before new requests get 429 (OpenAI) / 503 (Ollama).")

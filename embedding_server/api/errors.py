@@ -2,7 +2,7 @@
 
 Ollama: ``{"error": "message"}``. OpenAI: ``{"error": {"message", "type", "param", "code"}}``.
 TEI: ``{"error": "message", "error_type": "Validation"}``, with TEI's statuses per error type.
-Routes under ``/v1`` speak OpenAI, TEI's routes (``TEI_PATHS`` and ``POST /``) TEI, everything else
+Routes under ``/v1`` (and Cohere's ``/v2/rerank``) speak OpenAI, TEI's routes (``TEI_PATHS`` and ``POST /``) TEI, everything else
 Ollama (``dialect_of``). ``POST /embeddings`` (simple.py) answers FastAPI's ``{"detail": "message"}``, or
 OpenAI's shape once its handler has seen an OpenAI body (``request.state.dialect``). 5xx bodies never carry
 tracebacks: unexpected exceptions are logged and answered with a generic message.
@@ -58,7 +58,8 @@ ERROR_TABLE: list[tuple[type[e.EngineError], Mapping]] = [
 
 # TEI's error types and the status each is sent with (TEI's router); TEI's routes (POST / too).
 TEI_STATUSES = {"Unhealthy": 503, "Backend": 424, "Overloaded": 429, "Validation": 422, "Tokenizer": 422, "Empty": 400}
-TEI_PATHS = frozenset({"/embed", "/embed_all", "/embed_sparse", "/similarity", "/tokenize", "/decode", "/info"})
+TEI_PATHS = frozenset({"/embed", "/embed_all", "/embed_sparse", "/similarity", "/tokenize", "/decode", "/info",
+                       "/rerank"})  # /rerank with a Cohere-style body switches to OpenAI's shape (api/rerank.py)
 _TEI_STATUS_TYPES = {400: "Empty", 424: "Backend", 429: "Overloaded", 503: "Unhealthy"}
 
 _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
@@ -72,7 +73,7 @@ def mapping_for(error: e.EngineError) -> Mapping:
 
 def dialect_of(path: str, method: str = "GET") -> str:
     """The dialect errors are rendered in: "openai" under /v1, "tei" on TEI's routes, else "ollama"."""
-    if path.startswith("/v1"):
+    if path.startswith("/v1") or path == "/v2/rerank":
         return "openai"
     if path in TEI_PATHS or (path == "/" and method == "POST"):
         return "tei"

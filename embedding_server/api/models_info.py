@@ -75,10 +75,15 @@ def _details(f: dict) -> dict:
             "quantization_level": _QUANTIZATION_LEVELS.get(f["dtype"], f["dtype"].upper())}
 
 
+def kind_of(entry: ModelEntry) -> str:
+    """"reranker" for a cross-encoder folder, else "embedding" (listed with every model: ours, not Ollama's)."""
+    return "reranker" if entry.task == "rerank" else "embedding"
+
+
 def _tag(entry: ModelEntry, f: dict) -> dict:
     name = f"{entry.name}:latest"
     return {"name": name, "model": name, "modified_at": _iso(f["modified"]), "size": f["size"],
-            "digest": f["digest"], "details": _details(f)}
+            "digest": f["digest"], "details": _details(f), "kind": kind_of(entry)}
 
 
 def _servable(engine: Engine) -> list[ModelEntry]:
@@ -112,7 +117,8 @@ def describe_one(engine: Engine, name: str) -> dict:
     if f["pooling"]:
         info[f"{arch}.pooling_type"] = f["pooling"]
     return {"license": "", "modelfile": "", "parameters": "", "template": "", "details": _details(f),
-            "model_info": info, "capabilities": ["embedding", *sorted(_extra_outputs(entry))],
+            "model_info": info, "capabilities": (["rerank"] if entry.task == "rerank"
+                                                 else ["embedding", *sorted(_extra_outputs(entry))]),
             "modified_at": _iso(f["modified"])}
 
 
@@ -128,9 +134,15 @@ def openai_models(engine: Engine) -> list[dict]:
     out = []
     for entry in _servable(engine):
         out.append({"id": entry.name, "object": "model", "created": int(_facts(entry)["modified"]),
-                    "owned_by": "embedding-server"})
+                    "owned_by": "embedding-server", "kind": kind_of(entry)})
     for alias, target in engine.registry.aliases.items():
         if target in engine.registry.entries and not engine.registry.entries[target].error:
             created = int(_facts(engine.registry.entries[target])["modified"])
-            out.append({"id": alias, "object": "model", "created": created, "owned_by": "embedding-server"})
+            out.append({"id": alias, "object": "model", "created": created, "owned_by": "embedding-server",
+                        "kind": kind_of(engine.registry.entries[target])})
     return out
+
+
+def kinds(engine: Engine) -> list[dict]:
+    """Every servable model and its kind (TEI's /info lists them: TEI serves one model, this server several)."""
+    return [{"model_id": e.name, "kind": kind_of(e)} for e in _servable(engine)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, Union
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class OllamaError(BaseModel):
@@ -82,6 +82,7 @@ class OpenAIModel(BaseModel):
     object: Literal["model"]
     created: int
     owned_by: str
+    kind: Literal["embedding", "reranker"] = Field("embedding", description="Ours: what the model serves.")
 
 
 class OpenAIModelList(BaseModel):

@@ -18,6 +18,7 @@ from ..engine.engine import TOKENIZER_THREADS
 from ..engine.types import COLBERT, SPARSE, TOKENS, EmbedRequest, EmbedResult
 from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
 from .errors import ApiError
+from .models_info import kinds
 from .responses import json_response
 from .tei_schemas import (EMBED_ALL_RESPONSE, EMBED_RESPONSE, SPARSE_RESPONSE, TEI_ERRORS, TOKENIZE_RESPONSE,
                           DecodeBody, EmbedAllBody, EmbedBody, Info, SimilarityBody, SimilarityParameters,
@@ -201,17 +202,18 @@ async def info(request: Request) -> Response:
         "max_client_batch_size": settings.max_inputs, "auto_truncate": settings.auto_truncate,
         "tokenization_workers": TOKENIZER_THREADS, "version": __version__, "sha": None, "docker_label": None,
         "outputs": sorted(getattr(await engine.encoder(), "outputs", ())),  # ours: which heads /embed* can give
+        "models": kinds(engine),  # ours: every model served, embedding or reranker (/rerank serves rerankers)
     })
 
 
 @router.post("/", summary="Embed, or similarity when inputs is an object (TEI's root route)", include_in_schema=False)
 async def root(request: Request, body: Any = Body(None)) -> Response:
     if isinstance(body, dict) and isinstance(body.get("inputs"), dict):
-        return await similarity(_validated(SimilarityBody, body), request)
-    return await embed(_validated(EmbedBody, body), request)
+        return await similarity(validated(SimilarityBody, body), request)
+    return await embed(validated(EmbedBody, body), request)
 
 
-def _validated(model: type[BaseModel], body: Any):
+def validated(model: type[BaseModel], body: Any):
     """``body`` as ``model``; a failure is the same validation error FastAPI raises for the routes."""
     try:
         return model.model_validate(body)

@@ -126,6 +126,8 @@ class Info(BaseModel):
     version: str
     sha: Optional[str]
     docker_label: Optional[str]
+    outputs: list[str] = Field(description="Ours: the heads /embed* can give for the default model.")
+    models: list[dict] = Field(description="Ours: every model served, {model_id, kind: embedding | reranker}.")
 
 
 EMBED_RESPONSE = list[list[float]]

@@ -9,15 +9,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 import numpy as np
+import torch
 
-from ..model.encoder import SentenceEncoder, Token
+from ..model.encoder import InputTooLong, SentenceEncoder, Token
+from ..model.reranker import ACTIVATIONS
 from ..model.precision import native_bf16, resolve_dtype
 from ..settings import Settings
-from .errors import InvalidInput, LimitExceeded, ModelNotFound, ModelUnavailable
+from .errors import ContextLengthExceeded, InvalidInput, LimitExceeded, ModelNotFound, ModelUnavailable
 from .heap import HeapTrimmer
 from .registry import ModelEntry, ModelRegistry, discover
 from .inputs import check_outputs, check_rows, check_text, prompt_text, small, token_ids, tokenize_inline
-from .types import COLBERT, DENSE, SPARSE, TOKENS, EmbedRequest, EmbedResult
+from .types import COLBERT, DENSE, SCORE, SPARSE, TOKENS, EmbedRequest, EmbedResult, RerankRequest, RerankResult
 from .scheduler import CostModel
 from .worker import BatchStats, ModelWorker
 
@@ -180,6 +182,9 @@ class Engine:
         dim = encoder.details.dimension
         if request.dimensions is not None and not 1 <= request.dimensions <= dim:
             raise InvalidInput(f"dimensions must be between 1 and {dim} for model '{entry.name}'", param="dimensions")
+        if getattr(encoder.details, "task", "embed") == "rerank":
+            raise InvalidInput(f"model '{entry.name}' is a reranker (a cross-encoder): it scores query-document "
+                               "pairs on the rerank routes and gives no embeddings", param="model")
         prompt = prompt_text(encoder, request.prompt_name)
         check_outputs(entry.name, encoder, request.outputs)
         if not request.inputs:
@@ -195,23 +200,71 @@ class Engine:
                 self._tokenize_pool, token_ids, encoder, request, mode, prompt)
         check_rows(encoder, ids)
         counts = [len(x) for x in ids]
-        if sum(counts) > self.settings.max_request_tokens:
-            raise LimitExceeded(
-                f"too many tokens: {sum(counts)}, limit max_request_tokens={self.settings.max_request_tokens}",
-                param="input")
-        worker = entry.worker  # None if its thread died while this request was tokenized
-        if worker is None or not worker.alive:
-            raise ModelUnavailable(f"model '{entry.name}' stopped working and is being reloaded; retry")
-        ticket = worker.submit(ids, request.outputs)
-        try:
-            outputs = await ticket.future
-        except asyncio.CancelledError:
-            worker.cancel(ticket)
-            raise
+        outputs = await self._forward(entry, ids, request.outputs)
         vectors = (finish_dense(outputs[DENSE], request.dimensions, request.normalize) if DENSE in outputs
                    else np.zeros((len(ids), 0), np.float32))
         return EmbedResult(entry.name, vectors, counts, load_ns, outputs.get(TOKENS), outputs.get(SPARSE),
                            outputs.get(COLBERT))
+
+    async def _forward(self, entry: ModelEntry, ids: list[list[int]], heads: frozenset[str]) -> dict:
+        """Queue ``ids`` on the model's worker and wait for ``heads``; cancelling drops the queued work."""
+        if sum(map(len, ids)) > self.settings.max_request_tokens:
+            raise LimitExceeded(f"too many tokens: {sum(map(len, ids))}, limit "
+                                f"max_request_tokens={self.settings.max_request_tokens}", param="input")
+        worker = entry.worker  # None if its thread died while this request was tokenized
+        if worker is None or not worker.alive:
+            raise ModelUnavailable(f"model '{entry.name}' stopped working and is being reloaded; retry")
+        ticket = worker.submit(ids, heads)
+        try:
+            return await ticket.future
+        except asyncio.CancelledError:
+            worker.cancel(ticket)
+            raise
+
+    # ----- reranking -------------------------------------------------------------------
+    async def rerank(self, request: RerankRequest) -> RerankResult:
+        """Score each document against the query with a cross-encoder (scores in document order)."""
+        self._loop = self._loop or asyncio.get_running_loop()
+        entry = self._reranker() if request.model is None else self.registry.resolve(request.model)
+        if entry.task != "rerank":
+            raise InvalidInput(f"model '{entry.name}' is an embedding model, not a reranker: rerank needs a "
+                               "cross-encoder folder (a sequence-classification model)", param="model")
+        load_ns = await self.registry.ensure_loaded(entry, self._load)
+        encoder, limit = entry.encoder, self.settings.max_rerank_documents
+        if len(request.documents) > limit:
+            raise LimitExceeded(f"too many documents: {len(request.documents)}, limit max_rerank_documents={limit}",
+                                param="documents")
+        if not request.documents:
+            return RerankResult(entry.name, np.zeros(0, np.float32), [], load_ns)
+        check_text([request.query, *request.documents])
+
+        def pairs() -> list[list[int]]:
+            try:
+                return encoder.tokenize_pairs(request.query, request.documents, request.truncate,
+                                              request.truncation_direction)
+            except InputTooLong as exc:
+                raise ContextLengthExceeded("a query-document pair exceeds the context length",
+                                            param="documents") from exc
+
+        if small([request.query, *request.documents]):
+            ids = pairs()
+        else:
+            ids = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, pairs)
+        logits = np.asarray((await self._forward(entry, ids, frozenset({SCORE})))[SCORE], np.float32)
+        scores = logits if request.raw_scores else ACTIVATIONS[encoder.activation](torch.from_numpy(logits)).numpy()
+        return RerankResult(entry.name, np.asarray(scores, np.float32), [len(x) for x in ids], load_ns)
+
+    def _reranker(self) -> ModelEntry:
+        """The model of a rerank request that names none: the default model if it is a reranker, else the only
+        reranker served; InvalidInput when that is ambiguous."""
+        default = self.default_entry()
+        if default is not None and default.task == "rerank":
+            return default
+        rerankers = sorted(e.name for e in self.registry.entries.values() if e.task == "rerank" and not e.error)
+        if len(rerankers) != 1:
+            served = ", ".join(rerankers) or "none"
+            raise InvalidInput(f"model is required: name one of the rerankers served here ({served})", param="model")
+        return self.registry.entries[rerankers[0]]
 
     def token_strings(self, model: str, ids: list[int]) -> list[str]:
         """Each token id of a loaded ``model`` decoded alone (FlagEmbedding's ``convert_id_to_token``)."""

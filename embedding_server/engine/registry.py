@@ -34,6 +34,7 @@ class ModelEntry:
     name: str
     path: Path
     error: str | None = None  # why it cannot be served (bad folder, failed load)
+    task: str = "embed"  # "rerank" for a cross-encoder folder
     encoder: object | None = None
     worker: object | None = None
     loaded_at: float | None = None
@@ -57,7 +58,7 @@ def discover(models_dir: Path) -> dict[str, ModelEntry]:
         for sub in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             entry = ModelEntry(sub.name, sub)
             try:
-                inspect_checkpoint(sub)
+                entry.task = inspect_checkpoint(sub).task
             except CheckpointError as exc:
                 entry.error = str(exc)
                 log.error("model folder unusable: %s", exc)

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..model.heads import COLBERT, DENSE, HEAD_FILES, ONLY_DENSE, SPARSE, TOKENS  # noqa: F401 - for the dialects
+from ..model.heads import COLBERT, DENSE, HEAD_FILES, ONLY_DENSE, SCORE, SPARSE, TOKENS  # noqa: F401 - for the dialects
 
 
 @dataclass
@@ -48,4 +48,31 @@ class EmbedResult:
     @property
     def prompt_tokens(self) -> int:
         """Tokens fed to the model, special tokens included, over all inputs."""
+        return int(sum(self.token_counts))
+
+
+@dataclass
+class RerankRequest:
+    """Score ``documents`` against ``query`` with a cross-encoder, whichever dialect asked. ``raw_scores``: the
+    logits, else the model's activation of them (sigmoid: CrossEncoder.predict's scores)."""
+
+    model: str | None
+    query: str
+    documents: list[str]
+    truncate: bool = True
+    truncation_direction: Literal["right", "left"] = "right"
+    raw_scores: bool = False
+
+
+@dataclass
+class RerankResult:
+    """One score per document, in the request's order (the dialects sort), and the pairs' token counts."""
+
+    model: str
+    scores: np.ndarray  # (n_documents,) float32
+    token_counts: list[int] = field(default_factory=list)
+    load_ns: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
         return int(sum(self.token_counts))

@@ -273,7 +273,8 @@ def test_info(client):
         "max_input_length": 256, "max_batch_tokens": settings.max_batch_tokens,
         "max_batch_requests": settings.max_batch_size, "max_client_batch_size": settings.max_inputs,
         "auto_truncate": True, "tokenization_workers": 2, "version": info["version"], "sha": None, "docker_label": None,
-        "outputs": ["dense", "tokens"]}
+        "outputs": ["dense", "tokens"], "models": info["models"]}
+    assert {"model_id": MODEL, "kind": "embedding"} in info["models"]
     assert info["version"] == client.get("/api/version").json()["version"]
 
 
