@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Download an embedding model from the Hugging Face hub into models/<name>/ for offline serving.
+# Download an embedding or reranker model from the Hugging Face hub into models/<name>/ for offline serving.
 #
-#   ./download-model.sh bge-m3|all-minilm-l6-v2|<org>/<repo> [--revision R] [--dest DIR]
+#   ./download-model.sh bge-m3|all-minilm-l6-v2|bge-reranker-v2-m3|ms-marco-minilm-l6-v2|<org>/<repo> [--revision R] [--dest DIR]
 #
 # Only the files serving needs are fetched (see embedding_server/tools/download.py).
 # HF_ENDPOINT (hub mirror) and HF_TOKEN (gated/private repos) are honoured as set.

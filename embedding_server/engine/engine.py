@@ -9,17 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 import numpy as np
-import torch
 
-from ..model.encoder import InputTooLong, SentenceEncoder, Token
-from ..model.reranker import ACTIVATIONS
+from ..model.encoder import SentenceEncoder, Token
 from ..model.precision import native_bf16, resolve_dtype
 from ..settings import Settings
-from .errors import ContextLengthExceeded, InvalidInput, LimitExceeded, ModelNotFound, ModelUnavailable
+from .errors import InvalidInput, LimitExceeded, ModelNotFound, ModelUnavailable
 from .heap import HeapTrimmer
 from .registry import ModelEntry, ModelRegistry, discover
 from .inputs import check_outputs, check_rows, check_text, prompt_text, small, token_ids, tokenize_inline
-from .types import COLBERT, DENSE, SCORE, SPARSE, TOKENS, EmbedRequest, EmbedResult, RerankRequest, RerankResult
+from .rerank import rerank_documents
+from .types import COLBERT, DENSE, SPARSE, TOKENS, EmbedRequest, EmbedResult, RerankRequest, RerankResult
 from .scheduler import CostModel
 from .worker import BatchStats, ModelWorker
 
@@ -155,15 +154,20 @@ class Engine:
         encoder = await self.encoder(model)
         prompt = prompt_text(encoder, prompt_name)
         check_text(texts)
-        return await self._tokenizer_work(texts, lambda: [encoder.tokens(t, add_special_tokens, prompt) for t in texts])
+        return await self.tokenizer_work(texts, lambda: [encoder.tokens(t, add_special_tokens, prompt) for t in texts])
 
     async def decode(self, ids: list[list[int]], skip_special_tokens: bool = True,
                      model: str | None = None) -> list[str]:
         """The text of each list of model token ids (ids the tokenizer does not know are skipped)."""
         encoder = await self.encoder(model)
-        return await self._tokenizer_work(ids, lambda: [encoder.decode(x, skip_special_tokens) for x in ids])
+        return await self.tokenizer_work(ids, lambda: [encoder.decode(x, skip_special_tokens) for x in ids])
 
-    async def _tokenizer_work(self, inputs: list, work: Callable[[], T]) -> T:
+    async def ensure_loaded(self, entry: ModelEntry) -> int:
+        """Load ``entry`` unless it is resident; nanoseconds spent loading."""
+        self._loop = self._loop or asyncio.get_running_loop()
+        return await self.registry.ensure_loaded(entry, self._load)
+
+    async def tokenizer_work(self, inputs: list, work: Callable[[], T]) -> T:
         """``work`` on the event loop when ``inputs`` are small, else on a tokenizer thread."""
         if small(inputs):
             return work()
@@ -200,13 +204,13 @@ class Engine:
                 self._tokenize_pool, token_ids, encoder, request, mode, prompt)
         check_rows(encoder, ids)
         counts = [len(x) for x in ids]
-        outputs = await self._forward(entry, ids, request.outputs)
+        outputs = await self.forward(entry, ids, request.outputs)
         vectors = (finish_dense(outputs[DENSE], request.dimensions, request.normalize) if DENSE in outputs
                    else np.zeros((len(ids), 0), np.float32))
         return EmbedResult(entry.name, vectors, counts, load_ns, outputs.get(TOKENS), outputs.get(SPARSE),
                            outputs.get(COLBERT))
 
-    async def _forward(self, entry: ModelEntry, ids: list[list[int]], heads: frozenset[str]) -> dict:
+    async def forward(self, entry: ModelEntry, ids: list[list[int]], heads: frozenset[str]) -> dict:
         """Queue ``ids`` on the model's worker and wait for ``heads``; cancelling drops the queued work."""
         if sum(map(len, ids)) > self.settings.max_request_tokens:
             raise LimitExceeded(f"too many tokens: {sum(map(len, ids))}, limit "
@@ -224,47 +228,7 @@ class Engine:
     # ----- reranking -------------------------------------------------------------------
     async def rerank(self, request: RerankRequest) -> RerankResult:
         """Score each document against the query with a cross-encoder (scores in document order)."""
-        self._loop = self._loop or asyncio.get_running_loop()
-        entry = self._reranker() if request.model is None else self.registry.resolve(request.model)
-        if entry.task != "rerank":
-            raise InvalidInput(f"model '{entry.name}' is an embedding model, not a reranker: rerank needs a "
-                               "cross-encoder folder (a sequence-classification model)", param="model")
-        load_ns = await self.registry.ensure_loaded(entry, self._load)
-        encoder, limit = entry.encoder, self.settings.max_rerank_documents
-        if len(request.documents) > limit:
-            raise LimitExceeded(f"too many documents: {len(request.documents)}, limit max_rerank_documents={limit}",
-                                param="documents")
-        if not request.documents:
-            return RerankResult(entry.name, np.zeros(0, np.float32), [], load_ns)
-        check_text([request.query, *request.documents])
-
-        def pairs() -> list[list[int]]:
-            try:
-                return encoder.tokenize_pairs(request.query, request.documents, request.truncate,
-                                              request.truncation_direction)
-            except InputTooLong as exc:
-                raise ContextLengthExceeded("a query-document pair exceeds the context length",
-                                            param="documents") from exc
-
-        if small([request.query, *request.documents]):
-            ids = pairs()
-        else:
-            ids = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, pairs)
-        logits = np.asarray((await self._forward(entry, ids, frozenset({SCORE})))[SCORE], np.float32)
-        scores = logits if request.raw_scores else ACTIVATIONS[encoder.activation](torch.from_numpy(logits)).numpy()
-        return RerankResult(entry.name, np.asarray(scores, np.float32), [len(x) for x in ids], load_ns)
-
-    def _reranker(self) -> ModelEntry:
-        """The model of a rerank request that names none: the default model if it is a reranker, else the only
-        reranker served; InvalidInput when that is ambiguous."""
-        default = self.default_entry()
-        if default is not None and default.task == "rerank":
-            return default
-        rerankers = sorted(e.name for e in self.registry.entries.values() if e.task == "rerank" and not e.error)
-        if len(rerankers) != 1:
-            served = ", ".join(rerankers) or "none"
-            raise InvalidInput(f"model is required: name one of the rerankers served here ({served})", param="model")
-        return self.registry.entries[rerankers[0]]
+        return await rerank_documents(self, request)
 
     def token_strings(self, model: str, ids: list[int]) -> list[str]:
         """Each token id of a loaded ``model`` decoded alone (FlagEmbedding's ``convert_id_to_token``)."""

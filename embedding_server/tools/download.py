@@ -24,6 +24,8 @@ from pathlib import Path, PurePosixPath
 SHORT_NAMES = {
     "bge-m3": "BAAI/bge-m3",
     "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "bge-reranker-v2-m3": "BAAI/bge-reranker-v2-m3",  # rerankers (cross-encoders) for the rerank routes
+    "ms-marco-minilm-l6-v2": "cross-encoder/ms-marco-MiniLM-L-6-v2",
 }
 
 # Hub rule: letters, digits, '-', '_', '.'; no '--' or '..'; no leading/trailing '-' or '.'.

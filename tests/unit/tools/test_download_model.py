@@ -54,6 +54,8 @@ BGE_M3_KEEP = [
         ("BGE-M3", ("BAAI/bge-m3", "bge-m3")),
         ("all-minilm-l6-v2", ("sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6-v2")),
         ("BAAI/bge-m3", ("BAAI/bge-m3", "bge-m3")),
+        ("bge-reranker-v2-m3", ("BAAI/bge-reranker-v2-m3", "bge-reranker-v2-m3")),
+        ("ms-marco-minilm-l6-v2", ("cross-encoder/ms-marco-MiniLM-L-6-v2", "ms-marco-minilm-l6-v2")),
         ("intfloat/Multilingual-E5-Small", ("intfloat/Multilingual-E5-Small", "multilingual-e5-small")),
         ("nomic-ai/nomic-embed-text-v1.5", ("nomic-ai/nomic-embed-text-v1.5", "nomic-embed-text-v1.5")),
     ],
