@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             yield
         finally:
             loading.cancel()
+            await app.state.engine.lifecycle.stop()
             await asyncio.to_thread(app.state.engine.stop)
 
     app = FastAPI(title="embedding-server", version=__version__, lifespan=lifespan,

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .durations import keep_alive_seconds
+
 
 def _split_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
@@ -40,6 +42,9 @@ class Settings(BaseSettings):
     auto_truncate: bool = Field(True, description="TEI API: cut inputs longer than the model's context when a request does not say `truncate` (TEI's `--auto-truncate`, on since TEI 1.9); `false` = such inputs get 422.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger gets 413.")
     max_queued_inputs: int = Field(16384, ge=1, description="Inputs waiting per model before new requests get 429 (OpenAI) / 503 (Ollama).")
+    keep_alive: str = Field("5m", description="How long a model loaded on demand stays loaded after its last request (Ollama's default): a duration (`30s`, `5m`, `1h`), `0` (unload when idle) or negative (for ever). The default model stays loaded unless a request's `keep_alive` says otherwise.")
+    max_loaded_models: int = Field(0, ge=0, description="Most models loaded at once; loading one more first unloads idle models, least recently used first (never the default model). 0 = no limit.")
+    memory_limit_mb: int = Field(0, ge=0, description="Resident memory (MB) the process may reach by loading a model: a load that would exceed it first unloads idle models, least recently used first; if that is not enough the request is refused (503; OpenAI 429) with the model's estimated size. 0 = no limit.")
     api_key: str = Field("", description="Comma-separated API keys; when set, embedding and model routes need `Authorization: Bearer <key>` or `X-API-Key: <key>`.")
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS closed.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
@@ -52,6 +57,17 @@ class Settings(BaseSettings):
             if pair.count("=") != 1 or not all(side.strip() for side in pair.split("=")):
                 raise ValueError(f"alias {pair!r} is not of the form alias=model")
         return value
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _check_keep_alive(cls, value: str) -> str:
+        keep_alive_seconds(value)
+        return value
+
+    @property
+    def keep_alive_seconds(self) -> float:
+        """EMBED_KEEP_ALIVE in seconds (``inf``: for ever)."""
+        return keep_alive_seconds(self.keep_alive)
 
     @field_validator("model_dtypes")
     @classmethod

@@ -51,6 +51,8 @@ ERROR_TABLE: list[tuple[type[e.EngineError], Mapping]] = [
     (e.LimitExceeded, Mapping(400, "invalid_request_error", "limit_exceeded")),
     (e.InvalidInput, Mapping(400, "invalid_request_error")),
     (e.Overloaded, Mapping(429, "rate_limit_error", "server_busy", ollama_status=503, tei_type="Overloaded")),
+    (e.MemoryLimitReached, Mapping(429, "rate_limit_error", "model_memory_limit", ollama_status=503,
+                                   tei_type="Overloaded")),
     (e.ModelUnavailable, Mapping(503, "server_error", "model_unavailable", tei_type="Unhealthy")),
     (e.InferenceFailed, Mapping(500, "server_error", "inference_failed", tei_type="Backend")),
     (e.EngineError, Mapping(500, "server_error", tei_type="Backend")),

@@ -171,3 +171,4 @@ def _go_quote(s: str) -> str:
             out.append("\\" + ch if ch in '"\\' else ch)
     out.append('"')
     return "".join(out)
+

@@ -14,7 +14,8 @@ from ..model.encoder import SentenceEncoder, Token
 from ..model.precision import native_bf16, resolve_dtype
 from ..settings import Settings
 from .errors import InvalidInput, LimitExceeded, ModelNotFound, ModelUnavailable
-from .heap import HeapTrimmer
+from .heap import HeapTrimmer, resident_bytes
+from .lifecycle import Lifecycle
 from .registry import ModelEntry, ModelRegistry, discover
 from .inputs import check_outputs, check_rows, check_text, prompt_text, small, token_ids, tokenize_inline
 from .rerank import rerank_documents
@@ -34,7 +35,8 @@ class Engine:
 
     def __init__(self, settings: Settings, encoder_factory: Callable[[ModelEntry], object] | None = None):
         self.settings = settings
-        self.registry = ModelRegistry(discover(settings.models_dir), settings.aliases)
+        self.registry = ModelRegistry(discover(settings.models_dir), settings.aliases, settings.models_dir)
+        self.lifecycle = Lifecycle(self)
         self.on_batch: Callable[[str, BatchStats], None] | None = None  # observers, e.g. metrics
         self.on_load: Callable[[str, float], None] | None = None
         self.on_death: Callable[[str, str], None] | None = None
@@ -44,6 +46,10 @@ class Engine:
         self._tokenize_pool = ThreadPoolExecutor(max_workers=TOKENIZER_THREADS, thread_name_prefix="tokenize")
 
     # ----- lifecycle -------------------------------------------------------------------
+    def dtype_for(self, entry: ModelEntry) -> str:
+        """The dtype ``entry`` is (or will be) served in."""
+        return resolve_dtype(self.settings.dtype_of(entry.name), native_bf16())[0]
+
     def _load_encoder(self, entry: ModelEntry) -> SentenceEncoder:
         dtype, why = resolve_dtype(self.settings.dtype_of(entry.name), native_bf16())
         log.log(logging.WARNING if "emulated" in why else logging.INFO, "model %s: %s (%s)", entry.name, dtype, why)
@@ -53,7 +59,7 @@ class Engine:
 
     def _load(self, entry: ModelEntry) -> None:
         """Load weights and start the model's worker (runs in a thread)."""
-        started = time.perf_counter()
+        started, resident_before = time.perf_counter(), resident_bytes()
         name = entry.name
         # The worker's thread loads and warms up the model itself (see ModelWorker.launch).
         worker = ModelWorker.launch(
@@ -67,7 +73,8 @@ class Engine:
         )
         encoder = worker.embedder
         entry.encoder, entry.load_seconds, entry.loaded_at = encoder, time.perf_counter() - started, time.time()
-        entry.worker = worker
+        entry.worker, entry.parked = worker, False
+        entry.resident_bytes = max(resident_bytes() - resident_before, 0)
         log.info("model %s loaded from %s in %.2fs (%s)", name, entry.path, entry.load_seconds,
                  getattr(encoder, "forward_kind", "custom encoder"))
         if self.on_load:
@@ -76,7 +83,7 @@ class Engine:
     async def load_default(self) -> None:
         """Load the default model; raises ModelNotFound / ModelUnavailable on failure."""
         self._loop = asyncio.get_running_loop()
-        await self.registry.ensure_loaded(self.registry.resolve(self.settings.model), self._load)
+        await self.ensure_loaded(self.registry.resolve(self.settings.model))
 
     def _worker_died(self, entry: ModelEntry, reason: str) -> None:
         """On the event loop: a model's worker thread ended abnormally (its requests have been failed).
@@ -93,7 +100,7 @@ class Engine:
 
     async def _reload(self, entry: ModelEntry) -> None:
         try:
-            await self.registry.ensure_loaded(entry, self._load)
+            await self.ensure_loaded(entry)
         except Exception as exc:  # noqa: BLE001 - logged by the registry; /health says "failed"
             log.error("default model %s could not be reloaded: %s", entry.name, exc)
 
@@ -113,22 +120,23 @@ class Engine:
             return None
 
     def healthy(self) -> bool:
-        """Default model loaded and its worker thread alive."""
+        """Default model loaded and its worker thread alive (or unloaded on request: it loads on the next one)."""
         entry = self.default_entry()
-        return bool(entry and entry.loaded and entry.worker.alive)
+        return bool(entry and ((entry.loaded and entry.worker.alive) or (entry.parked and not entry.error)))
 
     def health(self) -> str:
         """The default model's state: ok, loading, reloading (its worker died), or failed."""
         entry = self.default_entry()
         if entry is None or entry.error:
             return "failed"
-        if entry.loaded and entry.worker.alive:
+        if (entry.loaded and entry.worker.alive) or entry.parked:
             return "ok"
         return "reloading" if entry.deaths else "loading"
 
     def ready(self) -> bool:
         """Healthy, and the last batch did not fail."""
-        return self.healthy() and not self.default_entry().worker.last_batch_failed
+        worker = self.healthy() and self.default_entry().worker
+        return bool(self.healthy() and not (worker and worker.last_batch_failed))
 
     def loaded_dtypes(self) -> dict[str, str]:
         """The dtype each loaded model's weights are served in."""
@@ -143,7 +151,8 @@ class Engine:
         """The loaded encoder of ``model`` (None: the default model), loading it first if needed."""
         self._loop = self._loop or asyncio.get_running_loop()
         entry = self.registry.resolve(self.settings.model if model is None else model)
-        await self.registry.ensure_loaded(entry, self._load)
+        async with self.lifecycle.use(entry):
+            await self.ensure_loaded(entry)
         if entry.encoder is None:  # its worker died just now
             raise ModelUnavailable(f"model '{entry.name}' stopped working and is being reloaded; retry")
         return entry.encoder
@@ -165,6 +174,8 @@ class Engine:
     async def ensure_loaded(self, entry: ModelEntry) -> int:
         """Load ``entry`` unless it is resident; nanoseconds spent loading."""
         self._loop = self._loop or asyncio.get_running_loop()
+        if not entry.loaded:
+            await self.lifecycle.make_room(entry)
         return await self.registry.ensure_loaded(entry, self._load)
 
     async def tokenizer_work(self, inputs: list, work: Callable[[], T]) -> T:
@@ -178,7 +189,18 @@ class Engine:
         """Embed all inputs of ``request``, in order. Cancelling drops its queued work."""
         self._loop = self._loop or asyncio.get_running_loop()
         entry = self.registry.resolve(self.settings.model if request.model is None else request.model)
-        load_ns = await self.registry.ensure_loaded(entry, self._load)
+        async with self.lifecycle.use(entry, request.keep_alive):
+            return await self._embed(entry, request, await self.ensure_loaded(entry))
+
+    async def preload(self, model: str | None, keep_alive: float | None = None) -> tuple[str, int]:
+        """Load ``model`` (Ollama's generate/chat without a prompt) and set its keep_alive; (name, load ns).
+        ``keep_alive`` 0 unloads it once idle."""
+        entry = self.registry.resolve(self.settings.model if model is None else model)
+        async with self.lifecycle.use(entry, keep_alive):
+            load_ns = 0 if keep_alive == 0 and not entry.loaded else await self.ensure_loaded(entry)
+        return entry.name, load_ns
+
+    async def _embed(self, entry: ModelEntry, request: EmbedRequest, load_ns: int) -> EmbedResult:
         encoder = entry.encoder
         if len(request.inputs) > self.settings.max_inputs:
             raise LimitExceeded(

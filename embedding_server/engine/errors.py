@@ -44,3 +44,8 @@ class ModelUnavailable(EngineError):
 
 class InferenceFailed(EngineError):
     """The forward pass failed for the batch holding this request."""
+
+
+class MemoryLimitReached(EngineError):
+    """Loading the model would exceed EMBED_MAX_LOADED_MODELS or EMBED_MEMORY_LIMIT_MB, and no idle model is left
+    to unload; other models keep serving."""

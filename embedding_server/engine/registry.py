@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..model.checkpoint import CheckpointError, inspect_checkpoint
-from .errors import ModelNotFound, ModelUnavailable
+from .errors import EngineError, ModelNotFound, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,15 @@ class ModelEntry:
     loaded_at: float | None = None
     load_seconds: float = 0.0
     deaths: int = 0  # times its worker thread died (it is then reloaded)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    broken: bool = False  # the folder itself cannot be served (found when scanning); a failed load may be retried
+    loading: asyncio.Future | None = field(default=None, repr=False)  # the load in progress, shared by its waiters
+    # Lifecycle (engine/lifecycle.py): requests in flight, when last used, when it unloads (wall clock; None: never).
+    active: int = 0
+    last_used: float = 0.0
+    expires_at: float | None = None
+    resident_bytes: int = 0  # resident memory the load added (measured)
+    removed: bool = False  # its folder left the models folder: dropped once unloaded
+    parked: bool = False  # unloaded by keep_alive or to make room (loads again on its next request)
 
     @property
     def loaded(self) -> bool:
@@ -60,7 +68,7 @@ def discover(models_dir: Path) -> dict[str, ModelEntry]:
             try:
                 entry.task = inspect_checkpoint(sub).task
             except CheckpointError as exc:
-                entry.error = str(exc)
+                entry.error, entry.broken = str(exc), True
                 log.error("model folder unusable: %s", exc)
             entries[sub.name] = entry
     embedded = embedded_model_path()
@@ -72,32 +80,81 @@ def discover(models_dir: Path) -> dict[str, ModelEntry]:
 class ModelRegistry:
     """Resolves names (``name``, ``name:latest``, aliases) and loads models once."""
 
-    def __init__(self, entries: dict[str, ModelEntry], aliases: dict[str, str]):
-        self.entries, self.aliases = entries, aliases
+    RESCAN_SECONDS = 1.0  # the models folder is read again at most this often
+
+    def __init__(self, entries: dict[str, ModelEntry], aliases: dict[str, str], models_dir: Path | None = None):
+        self.entries, self.aliases, self.models_dir = entries, aliases, models_dir
+        self._scanned = time.monotonic()
 
     def resolve(self, name: str) -> ModelEntry:
-        """The entry a client's model string names; ModelNotFound otherwise."""
+        """The entry a client's model string names; ModelNotFound otherwise (after reading the models folder
+        again, at most once a second: a folder copied in is served without a restart)."""
+        entry = self._lookup(name)
+        if entry is None and self.rescan():
+            entry = self._lookup(name)
+        if entry is None:
+            raise ModelNotFound(name)
+        return entry
+
+    def _lookup(self, name: str) -> ModelEntry | None:
         for candidate in (name, name.lower()):
             base = candidate[: -len(":latest")] if candidate.endswith(":latest") else candidate
             target = self.aliases.get(candidate) or self.aliases.get(base) or base
-            if target in self.entries:
-                return self.entries[target]
-        raise ModelNotFound(name)
+            entry = self.entries.get(target)
+            if entry is not None and not (entry.removed and not entry.loaded):
+                return entry
+        return None
+
+    def rescan(self, force: bool = False) -> bool:
+        """Read the models folder again (unless done less than a second ago): new folders are added, folders
+        fixed since are servable again, removed ones are dropped (a loaded one once it is unloaded). True if read."""
+        if self.models_dir is None or (not force and time.monotonic() - self._scanned < self.RESCAN_SECONDS):
+            return False
+        self._scanned = time.monotonic()
+        found = discover(self.models_dir)
+        for name, fresh in found.items():
+            entry = self.entries.get(name)
+            if entry is None:
+                self.entries[name] = fresh
+            elif not entry.loaded and entry.loading is None:
+                entry.error, entry.broken, entry.task, entry.removed = fresh.error, fresh.broken, fresh.task, False
+            else:
+                entry.removed = False
+        for name in [n for n in self.entries if n not in found]:
+            if self.entries[name].loaded or self.entries[name].loading is not None:
+                self.entries[name].removed = True
+            else:
+                del self.entries[name]
+        return True
+
+    def drop_if_removed(self, entry: ModelEntry) -> None:
+        """Forget an unloaded entry whose folder is gone."""
+        if entry.removed and not entry.loaded and self.entries.get(entry.name) is entry:
+            del self.entries[entry.name]
 
     async def ensure_loaded(self, entry: ModelEntry, load: Callable[[ModelEntry], None]) -> int:
-        """Load ``entry`` with ``load`` (run in a thread) unless resident; nanoseconds spent here."""
+        """Load ``entry`` with ``load`` (run in a thread) unless resident; nanoseconds spent here. Concurrent
+        callers share one load and its outcome; after a failure, the next request tries again."""
         if entry.loaded:
             return 0
         started = time.perf_counter_ns()
-        async with entry.lock:
-            if not entry.loaded:
-                if entry.error:
-                    raise ModelUnavailable(f"model '{entry.name}' cannot be loaded; the server log says why")
-                try:
-                    await asyncio.to_thread(load, entry)
-                except Exception as exc:  # noqa: BLE001 - any failure: one log line, model marked unusable
-                    entry.error = str(exc) if isinstance(exc, CheckpointError) else f"{entry.path}: {exc!r}"
-                    entry.error = " ".join(entry.error.split())  # one log line, however the library words it
-                    log.error("model load failed: %s", entry.error)
-                    raise ModelUnavailable(f"model '{entry.name}' cannot be loaded; the server log says why") from None
+        if entry.broken:
+            raise ModelUnavailable(f"model '{entry.name}' cannot be loaded; the server log says why")
+        if entry.loading is None:
+            entry.loading = asyncio.ensure_future(self._load(entry, load))
+        await asyncio.shield(entry.loading)
         return time.perf_counter_ns() - started
+
+    async def _load(self, entry: ModelEntry, load: Callable[[ModelEntry], None]) -> None:
+        try:
+            await asyncio.to_thread(load, entry)
+            entry.error = None
+        except Exception as exc:  # noqa: BLE001 - any failure: one log line, reported to every waiter
+            if isinstance(exc, EngineError):
+                raise
+            entry.error = str(exc) if isinstance(exc, CheckpointError) else f"{entry.path}: {exc!r}"
+            entry.error = " ".join(entry.error.split())  # one log line, however the library words it
+            log.error("model load failed: %s", entry.error)
+            raise ModelUnavailable(f"model '{entry.name}' cannot be loaded; the server log says why") from None
+        finally:
+            entry.loading = None

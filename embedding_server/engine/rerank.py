@@ -41,7 +41,11 @@ def reranker_entry(engine: Engine, name: str | None) -> ModelEntry:
 async def rerank_documents(engine: Engine, request: RerankRequest) -> RerankResult:
     """Scores in document order: the model's activation of its logits (CrossEncoder.predict's), or the logits."""
     entry = reranker_entry(engine, request.model)
-    load_ns = await engine.ensure_loaded(entry)
+    async with engine.lifecycle.use(entry, request.keep_alive):
+        return await _score(engine, entry, request, await engine.ensure_loaded(entry))
+
+
+async def _score(engine: Engine, entry: ModelEntry, request: RerankRequest, load_ns: int) -> RerankResult:
     encoder, limit = entry.encoder, engine.settings.max_rerank_documents
     if len(request.documents) > limit:
         raise LimitExceeded(f"too many documents: {len(request.documents)}, limit max_rerank_documents={limit}",

@@ -31,6 +31,7 @@ class EmbedRequest:
     truncation_direction: Literal["right", "left"] = "right"  # which end of an over-long text is cut
     prompt_name: str | None = None  # a prompt of the model's config_sentence_transformers.json, put before each text
     ids_mode: Literal["openai", "model", "model_full", "reject"] | None = None  # None: the EMBED_TOKEN_IDS setting
+    keep_alive: float | None = None  # seconds the model stays loaded once idle (inf: for ever); None: the default
 
 
 @dataclass
@@ -62,6 +63,7 @@ class RerankRequest:
     truncate: bool = True
     truncation_direction: Literal["right", "left"] = "right"
     raw_scores: bool = False
+    keep_alive: float | None = None  # as EmbedRequest's
 
 
 @dataclass

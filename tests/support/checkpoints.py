@@ -158,13 +158,13 @@ def make_tiny_cross_encoder(path: Path, family: str = "bert", seed: int = 0, act
         config.sentence_transformers = {"activation_fn": activation}
     torch.manual_seed(seed + 7)
     model = cls(config).eval()
-    with torch.no_grad():  # spread the logits over the corpus' pairs (std 0.05): scores apart, rounding still tiny
+    with torch.no_grad():  # spread the logits over the corpus' pairs (std 0.02): scores apart, rounding still tiny
         from transformers import AutoTokenizer
 
         pairs = AutoTokenizer.from_pretrained(path)(CORPUS[:6], CORPUS[1:7], padding=True, return_tensors="pt")
         logits = model(**pairs).logits.reshape(-1)
         last = model.classifier if isinstance(model.classifier, torch.nn.Linear) else model.classifier.out_proj
-        last.weight.mul_(0.05 / max(float(logits.std()), 1e-6))
+        last.weight.mul_(0.02 / max(float(logits.std()), 1e-6))
         last.bias.sub_(float(model(**pairs).logits.mean()))
     model.save_pretrained(path)
     return path

@@ -173,10 +173,35 @@ def test_ensure_loaded_records_load_failure(tmp_path, caplog):
     assert "bad file" not in info.value.message  # details go to the log, not the client
     assert "cannot load the weights" in entry.error
     assert any("bad file" in r.getMessage() for r in caplog.records)
+    assert len(calls) == 1
+
+    async def three_waiters():
+        return await asyncio.gather(*(registry.ensure_loaded(entry, load) for _ in range(3)), return_exceptions=True)
+
+    outcomes = asyncio.run(three_waiters())  # concurrent requests share one load, and its failure
+    assert len(calls) == 2 and all(isinstance(o, ModelUnavailable) for o in outcomes)
+    assert not entry.loaded and entry.loading is None  # the next request tries again
+
+
+def test_concurrent_first_requests_load_once_and_a_retry_succeeds(tmp_path):
+    entry = ModelEntry("m", tmp_path)
+    registry = ModelRegistry({"m": entry}, {})
+    calls = []
+
+    def load(e):
+        calls.append(1)
+        if len(calls) == 1:
+            raise CheckpointError(f"{tmp_path}: cannot load the weights: disk hiccup")
+        e.worker = object()
+
     with pytest.raises(ModelUnavailable):
         asyncio.run(registry.ensure_loaded(entry, load))
-    assert len(calls) == 1, "a failed folder is not retried on every request"
-    assert not entry.loaded
+
+    async def five_waiters():
+        return await asyncio.gather(*(registry.ensure_loaded(entry, load) for _ in range(5)))
+
+    asyncio.run(five_waiters())
+    assert len(calls) == 2 and entry.loaded and entry.error is None
 
 
 # ----- the default model, named the way resolve() accepts it ------------------------------
