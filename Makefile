@@ -30,11 +30,14 @@ test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Extra options go in ARGS, e.g. make bench ARGS="--quick" or ARGS="--bge-m3-shape --layers 6" (see bench/README.md).
+# The second command is the rerank scenario (bench/rerank.py) on a generated cross-encoder of the same family.
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(ARGS)
+	$(BIN)/python -m bench.run --rerank $(ARGS)
 
-# The long-context bench on a generated 24-layer BGE-M3-shaped folder (built once, ~2.3 GB, cached).
+# The long-context bench on a generated 24-layer BGE-M3-shaped folder (built once, ~2.3 GB, cached), then the
+# rerank scenario on a generated bge-reranker-v2-m3-shaped one (--bge-m3-shape --rerank, ~2.3 GB, cached).
 bench-bge-m3:
 	$(MAKE) bench ARGS="--bge-m3-shape $(ARGS)"
 

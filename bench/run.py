@@ -1,6 +1,7 @@
 """`python -m bench.run [--quick]`: references, then the server scenarios, then the report.
 
-(`--bge-m3-shape` / `--long-context --model-dir DIR`: the long-context bench, bench/long_context.py.)
+(`--bge-m3-shape` / `--long-context --model-dir DIR`: the long-context bench, bench/long_context.py;
+`--rerank [--bge-m3-shape]`: the rerank scenario, bench/rerank.py.)
 
 Order matters on a small machine: the diagnostics run first, with no server process alive;
 then, with the server idle between its scenarios, each target's in-process reference and
@@ -98,6 +99,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dtypes", action="store_true",
                    help="bfloat16 against float32, two servers side by side (bench/dtypes.py); with --bge-m3-shape on "
                         "the generated BGE-M3 shape; skipped on a CPU without native bf16")
+    p.add_argument("--rerank", action="store_true",
+                   help="only the rerank scenario (bench/rerank.py): a generated ms-marco-MiniLM-L-6-v2-shaped "
+                        "cross-encoder, or with --bge-m3-shape a bge-reranker-v2-m3-shaped one (--layers applies)")
     args = p.parse_args(argv)
     if args.bge_m3_shape and args.long_context:
         p.error("--bge-m3-shape and --long-context are two modes: give one")
@@ -107,7 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--bge-m3-shape generates its folder: use --long-context --model-dir DIR for a given one")
     if args.dtypes:
         args.model_dir = args.model_dir or default_model_dir()
-    elif not (args.bge_m3_shape or args.long_context):
+    elif not (args.bge_m3_shape or args.long_context or args.rerank):
         args.model_dir = args.model_dir or default_model_dir()
         args.out = args.out or Path("bench/results")
     return args
@@ -218,6 +222,10 @@ def _clean(o):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rerank:
+        from . import rerank
+
+        return rerank.main(args)
     if args.dtypes:
         from . import dtypes
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__
-from .api import native, observability, ollama, openai, rerank, simple, system, tei
+from .api import native, observability, ollama, ollama_models, openai, rerank, simple, system, tei
 from .api.errors import install_error_handlers
 from .api.middleware import BodyLimit, OllamaJsonBodies
 from .engine.engine import Engine
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(observability.router)
     app.include_router(ollama.router)
     app.include_router(ollama.protected)
+    app.include_router(ollama_models.router)
     app.include_router(native.router)
     app.include_router(openai.router)
     app.include_router(tei.router)

@@ -13,7 +13,7 @@ from ..engine.errors import ModelUnavailable
 from ..engine.registry import ModelEntry
 from ..engine.types import HEAD_FILES
 
-_FAR_FUTURE = "2318-01-01T00:00:00Z"  # models stay resident: they never expire
+_FAR_FUTURE = "2318-01-01T00:00:00Z"  # a model kept for ever (the default model, keep_alive < 0), as Ollama shows it
 
 
 @functools.lru_cache(maxsize=64)
@@ -98,11 +98,13 @@ def describe_all(engine: Engine) -> list[dict]:
 def describe_loaded(engine: Engine) -> list[dict]:
     """Ollama /api/ps entries for models resident in memory."""
     out = []
-    for entry in _servable(engine):
+    for entry in engine.registry.entries.values():
         if entry.loaded:
             f = _facts(entry)
-            out.append({**_tag(entry, f), "expires_at": _FAR_FUTURE, "size_vram": 0, "context_length": f["ctx"]})
-    return out
+            expires = _FAR_FUTURE if entry.expires_at is None else _iso(entry.expires_at)
+            out.append({**_tag(entry, f), "size": entry.resident_bytes or f["size"], "expires_at": expires,
+                        "size_vram": 0, "context_length": f["ctx"]})
+    return sorted(out, key=lambda m: m["name"])
 
 
 def describe_one(engine: Engine, name: str) -> dict:

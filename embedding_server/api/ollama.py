@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from .. import __version__
+from ..durations import keep_alive_seconds
 from ..engine.types import EmbedRequest
 from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
 from .errors import ApiError
@@ -39,7 +40,8 @@ class EmbedBody(BaseModel):
     truncate: bool | None = Field(True, description="Cut inputs to the context length (false: refuse them).")
     dimensions: int | None = Field(None, description="Keep the first components, renormalised.")
     options: dict[str, Any] | None = Field(None, description="Accepted and ignored.")
-    keep_alive: Union[float, str, None] = Field(None, description="Accepted and ignored.")
+    keep_alive: Union[float, str, None] = Field(None, description="How long the model stays loaded after this "
+                                                "request: seconds, a duration (\"5m\"), 0 (unload), negative (for ever).")
     encoding_format: Literal["float", "base64"] | None = Field(
         "float", description="base64: each embedding as base64 of its little-endian float32 values.")
 
@@ -102,6 +104,7 @@ async def embed(request: Request, body: EmbedJson = None) -> Response:
         inputs=_inputs(fields.get("input")),
         truncate=fields.get("truncate") is not False,
         dimensions=fields.get("dimensions") or None,
+        keep_alive=keep_alive_seconds(fields.get("keep_alive")),
     )
     result = await until_disconnect(request, engine_of(request).embed(internal))
     note_for_access_log(request, internal, result)
@@ -120,7 +123,8 @@ async def embed(request: Request, body: EmbedJson = None) -> Response:
 async def embeddings(request: Request, body: EmbeddingsJson = None) -> Response:
     fields = decode(body, EMBEDDING_REQUEST, await request.body())
     prompt = fields.get("prompt")
-    internal = EmbedRequest(model=_model_name(fields.get("model")), inputs=[prompt] if prompt else [])
+    internal = EmbedRequest(model=_model_name(fields.get("model")), inputs=[prompt] if prompt else [],
+                            keep_alive=keep_alive_seconds(fields.get("keep_alive")))
     result = await until_disconnect(request, engine_of(request).embed(internal))
     note_for_access_log(request, internal, result)
     return json_response({"embedding": result.embeddings[0] if len(result.embeddings) else []})
@@ -128,6 +132,7 @@ async def embeddings(request: Request, body: EmbeddingsJson = None) -> Response:
 
 @protected.get("/api/tags", summary="List served models (Ollama)")
 async def tags(request: Request) -> Response:
+    engine_of(request).registry.rescan()  # a folder copied in since (at most once a second)
     return json_response({"models": describe_all(engine_of(request))})
 
 

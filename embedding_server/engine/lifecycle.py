@@ -129,16 +129,22 @@ class Lifecycle:
                 await self._task
             self._task = None
 
+    async def expire_due(self) -> list[str]:
+        """Unload every idle model whose keep_alive has run out; their names."""
+        now, gone = time.time(), []
+        for entry in list(self.engine.registry.entries.values()):
+            if entry.loaded and entry.expires_at is not None and entry.expires_at <= now and self._idle(entry):
+                log.info("model %s expired (keep_alive)", entry.name)
+                await self.unload(entry)
+                gone.append(entry.name)
+        return gone
+
     async def _expire_forever(self) -> None:
         while True:
-            now = time.time()
-            loaded = [e for e in list(self.engine.registry.entries.values()) if e.loaded and e.expires_at is not None]
-            for entry in loaded:
-                if entry.expires_at <= now and self._idle(entry):
-                    log.info("model %s expired (keep_alive)", entry.name)
-                    await self.unload(entry)
+            await self.expire_due()
             # A busy model that expired is looked at again when its last request ends (``use`` wakes this loop).
-            pending = [e.expires_at for e in loaded if e.loaded and e.expires_at is not None and self._idle(e)]
+            pending = [e.expires_at for e in self.engine.registry.entries.values()
+                       if e.loaded and e.expires_at is not None and self._idle(e)]
             timeout = max(min(pending) - time.time(), 0.05) if pending else None
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):

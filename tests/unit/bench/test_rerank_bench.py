@@ -38,8 +38,10 @@ def test_cache_names(monkeypatch, tmp_path):
     ("minilm", TINY, 512, True),
     ("bge-reranker", {**TINY, "vocab_size": 4096}, 8192, False),
 ])
-def test_a_tiny_generated_folder_loads_as_a_reranker(tmp_path, shape, overrides, context, types):
+def test_a_tiny_generated_folder_loads_as_a_reranker(tmp_path, monkeypatch, shape, overrides, context, types):
     from embedding_server.model.encoder import SentenceEncoder
+
+    monkeypatch.setenv("EMBED_BENCH_CACHE", str(tmp_path / "cache"))  # no cached BGE-M3 tokenizer: trained here
 
     quiet = lambda *_: None  # noqa: E731
     folder = cross_encoder_shape.build(tmp_path / "ce", shape, layers=2, overrides=overrides, log=quiet)
@@ -49,6 +51,7 @@ def test_a_tiny_generated_folder_loads_as_a_reranker(tmp_path, shape, overrides,
     assert cross_encoder_shape.is_complete(folder, shape, 2, overrides)
     assert cross_encoder_shape.build(folder, shape, layers=2, overrides=overrides, log=quiet) == folder  # reused
     assert not list(tmp_path.glob(".ce.tmp-*"))
+    assert "tokenizer" in json.loads((folder / cross_encoder_shape.MARKER).read_text())
     encoder = SentenceEncoder(folder)
     assert encoder.details.task == "rerank" and encoder.context_length == context
     assert ("token_type_ids" in encoder.tokenizer.model_input_names) == types
