@@ -3,8 +3,8 @@
     python -m bench.run --rerank [--quick]                  # a generated ms-marco-MiniLM-L-6-v2-shaped folder
     python -m bench.run --rerank --bge-m3-shape [--layers N] # a generated bge-reranker-v2-m3-shaped folder
 
-A generated cross-encoder (``cross_encoder_shape.py``); the workload query against documents of 100 words (the
-workload sentences as one stream of words, cut every 100). The same torch threads on both sides, never computing
+A generated cross-encoder (``cross_encoder_shape.py``); the workload query against documents of ~100 words (50 to
+150, uniformly, fixed seed: the workload sentences as one stream of words, cut in pieces of those sizes). The same torch threads on both sides, never computing
 at the same time:
 
 1. The reference: ``CrossEncoder(folder, device="cpu")`` in this process, ``predict(pairs, batch_size=32)``.
@@ -41,9 +41,15 @@ TARGETS = {"single": 1.0, "concurrent": 1.3, "max_abs_diff": 1e-5}
 
 
 def documents(n: int = 100, words: int = 100) -> list[str]:
-    """``n`` documents of ``words`` words: consecutive pieces of the workload sentences' words."""
+    """``n`` documents of about ``words`` words (uniformly 0.5x to 1.5x, fixed seed, as retrieved passages vary):
+    consecutive pieces of the workload sentences' words."""
+    import random
+
+    rng = random.Random(1234)
     stream = " ".join(workload.sentences()).split()
-    return [" ".join(stream[i * words:(i + 1) * words]) for i in range(n)]
+    sizes = [rng.randint(words // 2, words * 3 // 2) for _ in range(n)]
+    starts = [sum(sizes[:i]) for i in range(n)]
+    return [" ".join(stream[a:a + k]) for a, k in zip(starts, sizes)]
 
 
 def requests(docs: list[str], count: int, size: int) -> list[list[str]]:
@@ -215,7 +221,7 @@ def markdown(r: dict) -> str:
         f"Python {m['python']}; "
         f"{c['threads']} torch threads. Model: `{Path(r['model']).name}` (generated, random weights, "
         f"{r['layers']} layers){' — QUICK MODE (small counts, indicative only)' if c['quick'] else ''}.",
-        "", f"Documents: {c['documents']} of {c['words']} words ({r['tokens_per_pair']:.0f} tokens per pair with the "
+        "", f"Documents: {c['documents']} of ~{c['words']} words (50-150%, {r['tokens_per_pair']:.0f} tokens per pair with the "
         f"query, on average). Server RSS after warm-up: {r['server_rss_warm_mb']:.0f} MB.",
         "", "| Measurement (median over rounds) | CrossEncoder.predict in-process | Server /v1/rerank | Others' CPU |",
         "|---|---|---|---|",
