@@ -1,13 +1,15 @@
-"""Command line: ``embedding-server serve [--models-dir D] [--model NAME] [--host H] [--port P]``."""
+"""Command line: ``embedding-server serve [--models-dir D] [--model NAME] [--host H] [--port P]`` and
+``embedding-server embed INPUT [--column C] [--id-column I] [--model M] [--out PATH] [--url URL]``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
-from .settings import Settings
+from .settings import Settings, unknown_environment
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,7 +20,66 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="default model name (EMBED_MODEL)")
     serve.add_argument("--host", help="listen address (EMBED_HOST)")
     serve.add_argument("--port", type=int, help="listen port (EMBED_PORT)")
+    embed = sub.add_parser("embed", help="embed a dataset (CSV, JSON Lines, Parquet or text) into a vector file",
+                           description="Embed every row of INPUT into OUT (.npy + .ids.json, .parquet or .jsonl). "
+                           "In-process by default (EMBED_* settings apply); with --url, through a running server. "
+                           "Rerun the same command after an interruption to continue where it stopped.")
+    embed.add_argument("input", help="CSV/TSV, JSON Lines, Parquet, or plain text (one input per line)")
+    embed.add_argument("--column", default="text", help="the text column (default: text)")
+    embed.add_argument("--id-column", dest="id_column", help="the id column (default: the row number)")
+    embed.add_argument("--model", help="model name (default: EMBED_MODEL / the server's default)")
+    embed.add_argument("--out", help="output file: .npy, .parquet or .jsonl (default: INPUT's name + .npy)")
+    embed.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (API key from EMBED_API_KEY)")
+    embed.add_argument("--api", choices=["ollama", "openai"], default="ollama", help="the server's dialect to use")
+    embed.add_argument("--strict", action="store_true", help="refuse empty rows instead of skipping them")
+    embed.add_argument("--models-dir", dest="models_dir", help="in-process: folder of model folders")
     return parser
+
+
+def embed_command(args: argparse.Namespace) -> int:
+    """``embedding-server embed``: exit 0 when done, 1 with one line on a usage or data problem, 130 on Ctrl-C."""
+    import asyncio
+    from pathlib import Path
+
+    from .indexing.backends import InProcess, Remote
+    from .indexing.run import index
+    from .indexing.sources import SourceError
+    from .indexing.store import OUTPUTS
+
+    source = Path(args.input)
+    out = Path(args.out) if args.out else source.with_suffix(".npy")
+    if out.suffix.lower() not in OUTPUTS:
+        print(f"embedding-server embed: --out must end in {', '.join(OUTPUTS)}", file=sys.stderr)
+        return 1
+    if not source.is_file():
+        print(f"embedding-server embed: {source}: no such file", file=sys.stderr)
+        return 1
+    settings = Settings(**({"models_dir": args.models_dir} if args.models_dir else {}))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    backend = (Remote(args.url, args.model, args.api, (settings.api_keys or [None])[0]) if args.url
+               else InProcess(settings, args.model))
+
+    async def run():
+        try:
+            return await index(source, out, backend, args.column, args.id_column, args.strict)
+        finally:
+            await backend.close()
+
+    try:
+        summary = asyncio.run(run())
+    except KeyboardInterrupt:
+        print("embedding-server embed: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    except (SourceError, ValueError, RuntimeError, OSError) as exc:
+        print(f"embedding-server embed: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - engine errors (unknown model...): one line
+        print(f"embedding-server embed: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+        return 1
+    print(f"{summary.rows} vectors -> {out} ({summary.skipped} empty rows skipped, {summary.seconds:.1f} s, "
+          f"{summary.rows_per_second:.0f} rows/s{f', {summary.resumed_chunks} chunks resumed' if summary.resumed_chunks else ''})",
+          file=sys.stderr)
+    return 0
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -52,12 +113,17 @@ def check_default_model(settings: Settings) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "embed":
+        return embed_command(args)
     try:
         settings = settings_from_args(args)
     except Exception as exc:  # pydantic's ValidationError: one readable line, no traceback
         print(f"embedding-server: invalid settings: {exc}".replace("\n", " "), file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in unknown_environment(dict(os.environ)):
+        logging.getLogger("embedding_server").warning("%s is not a setting and is ignored (see the README's "
+                                                      "Settings table)", name)
     problem = check_default_model(settings)
     if problem:
         print(f"embedding-server: cannot start: {problem}", file=sys.stderr)

@@ -95,3 +95,9 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return _split_list(self.cors_origins)
+
+
+def unknown_environment(environ: dict[str, str]) -> list[str]:
+    """``EMBED_*`` variables that name no setting (a typo such as EMBED_API_KEYS would otherwise be ignored)."""
+    known = {f"EMBED_{name.upper()}" for name in Settings.model_fields}
+    return sorted(k for k in environ if k.upper().startswith("EMBED_") and k.upper() not in known)

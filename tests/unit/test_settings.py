@@ -129,3 +129,20 @@ def test_single_api_key():
 def test_every_field_has_a_description(name):
     description = Settings.model_fields[name].description
     assert description and description.strip()
+
+
+def test_unknown_embed_variables_are_named():
+    from embedding_server.settings import unknown_environment
+
+    env = {"EMBED_API_KEYS": "k", "EMBED_API_KEY": "k", "embed_port": "1", "PATH": "/bin", "EMBED_KEEPALIVE": "1m"}
+    assert unknown_environment(env) == ["EMBED_API_KEYS", "EMBED_KEEPALIVE"]
+
+
+def test_keep_alive_setting_accepts_ollama_durations():
+    from embedding_server.settings import Settings
+
+    assert Settings(keep_alive="90s").keep_alive_seconds == 90
+    assert Settings(keep_alive="-1").keep_alive_seconds == float("inf")
+    assert Settings(keep_alive="0").keep_alive_seconds == 0
+    with pytest.raises(ValueError):
+        Settings(keep_alive="five minutes")
