@@ -55,7 +55,7 @@ class ModelEntry:
         return self.worker is not None
 
 
-def discover(models_dir: Path) -> dict[str, ModelEntry]:
+def discover(models_dir: Path, log_errors: bool = True) -> dict[str, ModelEntry]:
     """Scan ``models_dir``: every subfolder is a model named after it.
 
     Folders that cannot be served are kept with their error (one line logged for each).
@@ -69,7 +69,8 @@ def discover(models_dir: Path) -> dict[str, ModelEntry]:
                 entry.task = inspect_checkpoint(sub).task
             except CheckpointError as exc:
                 entry.error, entry.broken = str(exc), True
-                log.error("model folder unusable: %s", exc)
+                if log_errors:
+                    log.error("model folder unusable: %s", exc)
             entries[sub.name] = entry
     embedded = embedded_model_path()
     if embedded is not None and EMBEDDED_MODEL_NAME not in entries:
@@ -111,13 +112,19 @@ class ModelRegistry:
         if self.models_dir is None or (not force and time.monotonic() - self._scanned < self.RESCAN_SECONDS):
             return False
         self._scanned = time.monotonic()
-        found = discover(self.models_dir)
+        found = discover(self.models_dir, log_errors=False)  # each problem is logged once, when it appears
         for name, fresh in found.items():
             entry = self.entries.get(name)
             if entry is None:
                 self.entries[name] = fresh
+                if fresh.broken:
+                    log.error("model folder unusable: %s", fresh.error)
             elif not entry.loaded and entry.loading is None:
-                entry.error, entry.broken, entry.task, entry.removed = fresh.error, fresh.broken, fresh.task, False
+                if fresh.broken and fresh.error != entry.error:
+                    log.error("model folder unusable: %s", fresh.error)
+                if fresh.broken or entry.broken:  # newly broken, or fixed since; a failed load keeps its error
+                    entry.error = fresh.error
+                entry.broken, entry.task, entry.removed = fresh.broken, fresh.task, False
             else:
                 entry.removed = False
         for name in [n for n in self.entries if n not in found]:
@@ -152,9 +159,11 @@ class ModelRegistry:
         except Exception as exc:  # noqa: BLE001 - any failure: one log line, reported to every waiter
             if isinstance(exc, EngineError):
                 raise
-            entry.error = str(exc) if isinstance(exc, CheckpointError) else f"{entry.path}: {exc!r}"
-            entry.error = " ".join(entry.error.split())  # one log line, however the library words it
-            log.error("model load failed: %s", entry.error)
+            error = str(exc) if isinstance(exc, CheckpointError) else f"{entry.path}: {exc!r}"
+            error = " ".join(error.split())  # one log line, however the library words it
+            # Retried on each request: the same failure is logged once, a different one again.
+            log.log(logging.DEBUG if error == entry.error else logging.ERROR, "model load failed: %s", error)
+            entry.error = error
             raise ModelUnavailable(f"model '{entry.name}' cannot be loaded; the server log says why") from None
         finally:
             entry.loading = None
