@@ -27,10 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import time
 from pathlib import Path
+
+from .cached_folder import build_atomically
 
 MARKER = ".bench-bge-m3-shape.json"
 GENERATOR_VERSION = 2  # 2: with sparse_linear.pt and colbert_linear.pt
@@ -187,52 +187,18 @@ def _write_heads(path: Path) -> None:
         torch.save({"weight": weight, "bias": torch.zeros(out_features)}, path / name)
 
 
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def build(folder: Path, layers: int = 24, log=print) -> Path:
     """Write a BGE-M3-shaped folder at ``folder`` (``layers`` layers); reuse it if already complete."""
-    folder = Path(folder).expanduser()
-    if is_complete(folder, layers):
-        return folder
-    if folder.exists():
-        log(f"{folder}: incomplete or from another build, rebuilding")
-        shutil.rmtree(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by a build that was killed
-        if not _alive(stale.name.rsplit("-", 1)[-1]):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    t0 = time.perf_counter()
-    try:
-        tmp.mkdir()
+
+    def write(tmp: Path) -> dict:
         pieces = _write_tokenizer(tmp)
         log(f"tokenizer: Unigram, {pieces} pieces; initialising {layers} layers of random weights (seed {SEED})")
         n_params = _write_model(tmp, layers)
         _write_st_files(tmp)
         _write_heads(tmp)
-        weights = tmp / "model.safetensors"
-        if not weights.is_file():
-            raise RuntimeError(f"save_pretrained wrote no single model.safetensors: {sorted(os.listdir(tmp))}")
-        weights.chmod(0o644)  # written 0600 through a temp file; readable like the other files
-        (tmp / MARKER).write_text(json.dumps({"spec": _spec(layers), "parameters": n_params, "tokenizer_pieces": pieces,
-                                              "weights_bytes": weights.stat().st_size,
-                                              "built": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
-        os.replace(tmp, folder)  # atomic: the folder appears complete or not at all
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log(f"wrote {folder} ({n_params / 1e6:.0f} M parameters, model.safetensors "
-        f"{(folder / 'model.safetensors').stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s")
-    return folder
+        return {"spec": _spec(layers), "parameters": n_params, "tokenizer_pieces": pieces}
+
+    return build_atomically(folder, lambda f: is_complete(f, layers), write, MARKER, log)
 
 
 def ensure_cached(layers: int = 24, log=print) -> Path:

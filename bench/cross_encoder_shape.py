@@ -27,10 +27,10 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from . import bge_m3_shape
+from .cached_folder import build_atomically
 
 MARKER = ".bench-cross-encoder-shape.json"
 GENERATOR_VERSION = 1
@@ -133,39 +133,15 @@ def build(folder: Path, shape: str = "minilm", layers: int | None = None, overri
     ``overrides`` (config fields, e.g. a small ``hidden_size`` for tests) change the shape."""
     spec, overrides = _shape(shape), dict(overrides or {})
     layers = layers or spec["layers"]
-    folder = Path(folder).expanduser()
-    if is_complete(folder, shape, layers, overrides):
-        return folder
-    if folder.exists():
-        log(f"{folder}: incomplete or from another build, rebuilding")
-        shutil.rmtree(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by a build that was killed
-        if not bge_m3_shape._alive(stale.name.rsplit("-", 1)[-1]):  # noqa: SLF001
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    t0 = time.perf_counter()
-    try:
-        tmp.mkdir()
+
+    def write(tmp: Path) -> dict:
         tokenizer = _write_tokenizer(tmp, shape, layers)
         log(f"tokenizer from {tokenizer}; {spec['architecture']}: initialising {layers} layers of random weights "
             f"(seed {SEED})")
         n_params = _write_model(tmp, shape, layers, overrides)
-        weights = tmp / "model.safetensors"
-        if not weights.is_file():
-            raise RuntimeError(f"save_pretrained wrote no single model.safetensors: {sorted(os.listdir(tmp))}")
-        weights.chmod(0o644)
-        (tmp / MARKER).write_text(json.dumps({"spec": _spec(shape, layers, overrides), "parameters": n_params,
-                                              "tokenizer": tokenizer, "weights_bytes": weights.stat().st_size,
-                                              "built": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
-        os.replace(tmp, folder)  # atomic: the folder appears complete or not at all
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log(f"wrote {folder} ({n_params / 1e6:.0f} M parameters, model.safetensors "
-        f"{(folder / 'model.safetensors').stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s")
-    return folder
+        return {"spec": _spec(shape, layers, overrides), "parameters": n_params, "tokenizer": tokenizer}
+
+    return build_atomically(folder, lambda f: is_complete(f, shape, layers, overrides), write, MARKER, log)
 
 
 def ensure_cached(shape: str = "minilm", layers: int | None = None, log=print) -> Path:
