@@ -9,7 +9,6 @@ skipped and why (bf16 is emulated there, and slower). ``--bge-m3-shape`` runs th
 """
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import threading
@@ -20,7 +19,7 @@ import orjson
 
 from . import load, report, workload
 from .reference import percentile
-from .run import _clean, log
+from .run import log, write_results
 from .server import Server
 
 FULL = dict(rounds=3, single=100, clients=8, per_client=60, texts=640, chunks=16)
@@ -170,9 +169,5 @@ def main(args) -> int:
         requests = workload.chunks(texts, 32)
     result = run(args, folder.resolve(), requests, cfg)
     out = args.out or Path("bench/results") / ("dtypes-bge-m3-shape" if args.bge_m3_shape else "dtypes")
-    out.mkdir(parents=True, exist_ok=True)
-    text = markdown(result)
-    (out / "results.md").write_text(text)
-    (out / "results.json").write_text(json.dumps(_clean(result), indent=2, default=str) + "\n")
-    print(text)
+    write_results(out, markdown(result), result)
     return 0

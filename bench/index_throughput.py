@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 import orjson
 
 from . import load, report, workload
+from .run import write_results
 from .server import Server
 
 TARGETS = {"in_process": 0.95, "url": 0.9}
@@ -90,10 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {label} | {statistics.median(r[k] for r in rounds):.0f} | {t['ratio']:.3f}x (rounds "
                      f"{', '.join(f'{x:.3f}' for x in t['rounds'])}) | >= {t['threshold']} | "
                      f"{'PASS' if t['pass'] else 'FAIL'} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "\n".join(lines) + "\n", result)
     return 0
 
 

@@ -43,7 +43,7 @@ from .long_scenarios import (_lat_stats, _safe, long_alone, long_with_open_loop_
                              long_with_sequential_queries, served_context, server_bulk, server_bulk_outputs,
                              server_single)
 from .reference import percentile
-from .run import Metered, _clean, log
+from .run import Metered, log, write_results
 from .server import Server
 from .st_worker import STWorker
 
@@ -297,10 +297,5 @@ def main(args) -> int:
     out = args.out or Path("bench/results") / ("bge-m3-shape" if args.bge_m3_shape else
                                                f"long-context-{Path(args.model_dir or 'model').name}")
     result = run(args)
-    out.mkdir(parents=True, exist_ok=True)
-    md = markdown(result)
-    (out / "results.md").write_text(md)
-    (out / "results.json").write_text(json.dumps(_clean(result), indent=2, default=str) + "\n")
-    print(md)
-    log(f"wrote {out}/results.md, results.json")
+    write_results(out, markdown(result), result)
     return 0

@@ -31,7 +31,7 @@ from . import load, report, workload
 from .cpumeter import CpuMeter, wait_quiet
 from .reference import percentile
 from .report import NOISY
-from .run import Metered, _clean, log
+from .run import Metered, log, write_results
 from .server import Server
 
 FULL = dict(rounds=5, single_reps=5, clients=8, per_client=5, documents=100, per_request=20, words=100)
@@ -269,10 +269,5 @@ def main(args) -> int:
     result = run(args, folder, cfg)
     # Under --out (as the other modes' folder) so that `make bench ARGS="--out DIR"` keeps both reports.
     out = (args.out or Path("bench/results")) / ("rerank-bge-m3-shape" if args.bge_m3_shape else "rerank")
-    out.mkdir(parents=True, exist_ok=True)
-    text = markdown(result)
-    (out / "results.md").write_text(text)
-    (out / "results.json").write_text(json.dumps(_clean(result), indent=2, default=str) + "\n")
-    print(text)
-    log(f"wrote {out}/results.md, results.json")
+    write_results(out, markdown(result), result)
     return 0

@@ -220,6 +220,15 @@ def _clean(o):
     return o
 
 
+def write_results(out: Path, text: str, result: dict) -> None:
+    """``out``/results.md (``text``, also printed) and results.json (``result``, strict JSON)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(_clean(result), indent=2, default=str) + "\n")
+    print(text)
+    log(f"wrote {out}/results.md, results.json")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.rerank:
@@ -235,13 +244,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return long_context.main(args)
     result = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    md = report.markdown(result)
-    (args.out / "results.md").write_text(md)
-    (args.out / "results.json").write_text(json.dumps(_clean(result), indent=2, default=str) + "\n")
+    write_results(args.out, report.markdown(result), result)
     report.chart(result, args.out / "chart.png")
-    print(md)
-    log(f"wrote {args.out}/results.md, results.json, chart.png")
+    log(f"wrote {args.out}/chart.png")
     return 0
 
 
