@@ -133,19 +133,25 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
+def matching_vectors(got, base: str, texts: list[str], **reference) -> tuple[np.ndarray, np.ndarray]:
+    """(``got`` as an (n, d) array, /api/embed's vectors for ``texts``), asserted equal in direction (cosine >=
+    MIN_COSINE); ``reference`` goes to ``reference_vectors`` (dimensions, model, headers)."""
+    got = np.asarray(got, dtype=np.float64)
+    if got.ndim == 1:
+        got = got[None, :]
+    want = reference_vectors(base, texts, **reference)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    cos = cosines(got, want)
+    assert cos.min() >= MIN_COSINE, cos
+    return got, want
+
+
 @pytest.fixture
 def assert_matches(live_server) -> Callable[..., np.ndarray]:
     """``assert_matches(got, texts, base=None, dimensions=None)``: each vector is /api/embed's, cosine >= 0.9999."""
 
     def check(got, texts: list[str], base: str | None = None, dimensions: int | None = None) -> np.ndarray:
-        got = np.asarray(got, dtype=np.float64)
-        if got.ndim == 1:
-            got = got[None, :]
-        want = reference_vectors(base or live_server, texts, dimensions)
-        assert got.shape == want.shape, (got.shape, want.shape)
-        cos = cosines(got, want)
-        assert cos.min() >= MIN_COSINE, cos
-        return cos
+        return matching_vectors(got, base or live_server, texts, dimensions=dimensions)[0]
 
     return check
 
