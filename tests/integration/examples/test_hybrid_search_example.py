@@ -3,7 +3,6 @@ are meaningless, so the check is that a document's own text, as the query, comes
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.examples import load_script
 from tests.support.server import running_server
 from tests.unit.model.test_m3_heads import FOLDER
 
@@ -19,10 +19,7 @@ SCRIPT = ROOT / "examples" / "hybrid-search" / "hybrid_search.py"
 
 
 def _example():
-    spec = importlib.util.spec_from_file_location("hybrid_search", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")

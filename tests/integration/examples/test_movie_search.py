@@ -6,13 +6,14 @@ film (near distractors: Gravity, Cast Away, Total Recall, John Carter, Moon, Apo
 from __future__ import annotations
 
 import csv
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.support.examples import load_script
 
 ROOT = Path(__file__).resolve().parents[3]
 FOLDER = ROOT / "examples" / "movie-search"
@@ -25,10 +26,7 @@ MARS_SURVIVAL = {"24", "38", "61"}
 
 
 def _example():
-    spec = importlib.util.spec_from_file_location("movie_search", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")
