@@ -49,7 +49,7 @@ async def _load_or_unload(request: Request, fields: dict) -> tuple[str, str]:
     if not fields.get("model"):
         raise ApiError(400, "model is required", param="model")
     keep_alive = keep_alive_seconds(fields.get("keep_alive"))
-    name, _ = await engine_of(request).preload(fields["model"], keep_alive)
+    await engine_of(request).preload(fields["model"], keep_alive)
     return fields["model"], "unload" if keep_alive == 0 else "load"
 
 

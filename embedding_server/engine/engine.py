@@ -189,16 +189,19 @@ class Engine:
         """Embed all inputs of ``request``, in order. Cancelling drops its queued work."""
         self._loop = self._loop or asyncio.get_running_loop()
         entry = self.registry.resolve(self.settings.model if request.model is None else request.model)
+        if entry.task == "rerank":  # known from its folder: refused without loading it
+            raise InvalidInput(f"model '{entry.name}' is a reranker (a cross-encoder): it scores query-document "
+                               "pairs on the rerank routes and gives no embeddings", param="model")
         async with self.lifecycle.use(entry, request.keep_alive):
             return await self._embed(entry, request, await self.ensure_loaded(entry))
 
-    async def preload(self, model: str | None, keep_alive: float | None = None) -> tuple[str, int]:
-        """Load ``model`` (Ollama's generate/chat without a prompt) and set its keep_alive; (name, load ns).
-        ``keep_alive`` 0 unloads it once idle."""
+    async def preload(self, model: str | None, keep_alive: float | None = None) -> None:
+        """Load ``model`` (Ollama's generate/chat without a prompt) and set its keep_alive; ``keep_alive`` 0
+        unloads it once idle (and does not load it first)."""
         entry = self.registry.resolve(self.settings.model if model is None else model)
         async with self.lifecycle.use(entry, keep_alive):
-            load_ns = 0 if keep_alive == 0 and not entry.loaded else await self.ensure_loaded(entry)
-        return entry.name, load_ns
+            if keep_alive != 0:
+                await self.ensure_loaded(entry)
 
     async def _embed(self, entry: ModelEntry, request: EmbedRequest, load_ns: int) -> EmbedResult:
         encoder = entry.encoder
@@ -208,9 +211,6 @@ class Engine:
         dim = encoder.details.dimension
         if request.dimensions is not None and not 1 <= request.dimensions <= dim:
             raise InvalidInput(f"dimensions must be between 1 and {dim} for model '{entry.name}'", param="dimensions")
-        if getattr(encoder.details, "task", "embed") == "rerank":
-            raise InvalidInput(f"model '{entry.name}' is a reranker (a cross-encoder): it scores query-document "
-                               "pairs on the rerank routes and gives no embeddings", param="model")
         prompt = prompt_text(encoder, request.prompt_name)
         check_outputs(entry.name, encoder, request.outputs)
         if not request.inputs:

@@ -11,19 +11,17 @@ Only safetensors checkpoints (single file or sharded with an index); for anythin
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import logging
-import mmap
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from .pages import no_read_ahead
+
 log = logging.getLogger(__name__)
 
-_MADV_RANDOM = 1
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
 
@@ -76,17 +74,6 @@ class FileBackedEmbedding(torch.nn.Module):
         return F.embedding(ids, self.weight).float()
 
 
-def _no_read_ahead(tensor: torch.Tensor) -> bool:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    except (OSError, AttributeError):
-        return False
-    start = tensor.data_ptr()
-    first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, (start + tensor.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
-    return last > first and libc.madvise(first, last - first, _MADV_RANDOM) == 0
-
-
 def embedding_from_file(model: torch.nn.Module, folder: Path) -> int:
     """Replace a low-precision ``model``'s word embeddings by the checkpoint file's matrix (see the module doc);
     the bytes of converted weights given up (0 when the file has no such single tensor of the same shape)."""
@@ -102,7 +89,7 @@ def embedding_from_file(model: torch.nn.Module, folder: Path) -> int:
         return 0
     if weight.dtype == module.weight.dtype:
         return 0  # nothing to gain: transformers already serves it in that dtype
-    _no_read_ahead(weight)
+    no_read_ahead(weight)
     saved = module.weight.nbytes
     model.embeddings.word_embeddings = FileBackedEmbedding(weight, module.weight.dtype, module.padding_idx)
     return saved

@@ -5,7 +5,8 @@ The padding-free forward copies the query, key and value weights into one fused 
 originals are then unused, but the pages read while copying stay mapped and count in the
 process's resident memory (BGE-M3: ~300 MB). ``madvise(MADV_DONTNEED)`` on a file mapping only
 unmaps those pages (the file is unchanged and they would be read again from it if touched), so
-it is applied to tensors that lie inside a file mapping, and to nothing else.
+it is applied to tensors that lie inside a file mapping, and to nothing else. ``no_read_ahead`` gives the
+kernel the other hint such tensors need when read sparsely (a word-embedding table left in the file).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import mmap
 
 log = logging.getLogger(__name__)
 
-_MADV_DONTNEED = 4
+_MADV_RANDOM, _MADV_DONTNEED = 1, 4
 
 
 def _file_mappings() -> list[tuple[int, int]]:
@@ -37,23 +38,38 @@ def _file_mappings() -> list[tuple[int, int]]:
     return spans
 
 
-def release_file_pages(tensors) -> int:
-    """Drop the resident pages of ``tensors`` that lie in a file mapping; bytes released (0 where unsupported)."""
-    spans = _file_mappings()
-    if not spans:
-        return 0
+def _libc():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        return libc
     except (OSError, AttributeError):
+        return None
+
+
+def _advise(libc, tensor, advice: int) -> int:
+    """``madvise`` on the whole pages inside ``tensor``; the bytes advised (0 if none or it failed)."""
+    page, start = mmap.PAGESIZE, tensor.data_ptr()
+    first, last = -(-start // page) * page, (start + tensor.numel() * tensor.element_size()) // page * page
+    return last - first if last > first and libc.madvise(first, last - first, advice) == 0 else 0
+
+
+def release_file_pages(tensors) -> int:
+    """Drop the resident pages of ``tensors`` that lie in a file mapping; bytes released (0 where unsupported)."""
+    spans, libc = _file_mappings(), _libc()
+    if not spans or libc is None:
         return 0
-    page, released = mmap.PAGESIZE, 0
+    released = 0
     for tensor in tensors:
         start = tensor.data_ptr()
         end = start + tensor.numel() * tensor.element_size()
-        if not any(low <= start and end <= high for low, high in spans):
-            continue  # heap memory: left to the allocator
-        first, last = -(-start // page) * page, end // page * page  # whole pages inside the tensor only
-        if last > first and libc.madvise(first, last - first, _MADV_DONTNEED) == 0:
-            released += last - first
+        if any(low <= start and end <= high for low, high in spans):  # heap memory is left to the allocator
+            released += _advise(libc, tensor, _MADV_DONTNEED)
     return released
+
+
+def no_read_ahead(tensor) -> bool:
+    """Turn off the kernel's read-ahead on a file-mapped ``tensor`` (``MADV_RANDOM``): a page read from it costs
+    that page, not the 128 KB+ around it. True if applied."""
+    libc = _libc()
+    return libc is not None and _advise(libc, tensor, _MADV_RANDOM) > 0
