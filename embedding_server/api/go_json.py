@@ -9,10 +9,10 @@ document, unless ``keep_alive`` (a type with its own decoder) fails first-hand.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..durations import duration_error  # noqa: F401 - Go's time.ParseDuration, re-exported
 from .errors import ApiError
 
 STRING, BOOL, INT, ANY = "string", "bool", "int", "interface {}"
@@ -95,80 +95,3 @@ def _fold(name: str) -> str:
         low = up.lower()
         out.append(low if len(low) == 1 else up)
     return "".join(out)
-
-
-# ----- time.ParseDuration ---------------------------------------------------------------------------------
-_UNITS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
-          "h": 3600 * 10**9}
-_NUMBER = re.compile(r"([0-9]*)(\.([0-9]*))?")
-_UNIT = re.compile(r"[^.0-9]*")
-_MAX = 1 << 63
-
-
-def duration_error(text: str) -> str | None:
-    """None if Go's ``time.ParseDuration`` reads ``text``, else its error message."""
-    invalid = "time: invalid duration " + _go_quote(text)
-    s, negative = text, text[:1] == "-"
-    if s[:1] in ("-", "+"):
-        s = s[1:]
-    if s == "0":
-        return None
-    if not s:
-        return invalid
-    total = 0
-    while s:
-        if not (s[0] == "." or "0" <= s[0] <= "9"):
-            return invalid
-        number = _NUMBER.match(s)
-        whole, fraction = number.group(1), number.group(3) or ""
-        s = s[number.end():]
-        if not whole and not fraction:
-            return invalid
-        if whole and int(whole) > _MAX:
-            return invalid
-        unit_text = _UNIT.match(s).group(0)
-        if not unit_text:
-            return "time: missing unit in duration " + _go_quote(text)
-        s = s[len(unit_text):]
-        unit = _UNITS.get(unit_text)
-        if unit is None:
-            return "time: unknown unit " + _go_quote(unit_text) + " in duration " + _go_quote(text)
-        value = int(whole or "0")
-        if value > _MAX // unit:
-            return invalid
-        value *= unit
-        f, scale = _leading_fraction(fraction)
-        if f > 0:
-            value += int(float(f) * (float(unit) / scale))
-            if value > _MAX:
-                return invalid
-        total += value
-        if total > _MAX:
-            return invalid
-    return None if negative or total < _MAX else invalid
-
-
-def _leading_fraction(digits: str) -> tuple[int, float]:
-    """Go's leadingFraction: the digits' value and scale, ignoring those that would overflow."""
-    x, scale = 0, 1.0
-    for ch in digits:
-        y = x * 10 + int(ch)
-        if x > (_MAX - 1) // 10 or y > _MAX:
-            break
-        x, scale = y, scale * 10
-    return x, scale
-
-
-def _go_quote(s: str) -> str:
-    """Go's time.quote: non-ASCII and control bytes as \\xNN, quote and backslash escaped."""
-    out = ['"']
-    for ch in s:
-        if 0xD800 <= ord(ch) <= 0xDFFF:
-            ch = "\ufffd"  # Go's JSON decoder already replaced a lone surrogate
-        if ord(ch) >= 0x80 or ch < " ":
-            out.append("".join(f"\\x{b:02x}" for b in ch.encode("utf-8")))
-        else:
-            out.append("\\" + ch if ch in '"\\' else ch)
-    out.append('"')
-    return "".join(out)
-
