@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -58,10 +59,11 @@ class ChunkStore:
                  skipped=np.int64(skipped))
         os.replace(tmp, self._chunk(k))
 
+    def _paths(self) -> list[Path]:
+        return [p for p in sorted(self.dir.glob("chunk-*.npz")) if not p.name.endswith(".tmp.npz")]
+
     def chunks(self) -> Iterator[tuple[list[str], np.ndarray]]:
-        for path in sorted(self.dir.glob("chunk-*.npz")):
-            if path.name.endswith(".tmp.npz"):
-                continue
+        for path in self._paths():
             with np.load(path) as data:
                 yield data["ids"].tolist(), data["vectors"]
 
@@ -87,7 +89,7 @@ class ChunkStore:
     def _npy(self, tmp: Path) -> int:
         """The .npy header for the final shape, then each chunk's bytes in turn (never the whole array in memory);
         the ids file alongside."""
-        sizes = [(len(ids), v.shape[1] if v.ndim == 2 else 0) for ids, v in self.chunks()]
+        sizes = [_stored_shape(path) for path in self._paths()]  # from the headers: the vectors are read once
         shape = (sum(n for n, _ in sizes), next((d for n, d in sizes if n), 0))
         rows, ids_tmp = 0, Path(str(tmp) + ".ids")
         with tmp.open("wb") as out, ids_tmp.open("w", encoding="utf-8") as ids_file:
@@ -121,6 +123,15 @@ class ChunkStore:
         else:
             writer.close()
         return rows
+
+
+def _stored_shape(chunk: Path) -> tuple[int, int]:
+    """(rows, dimension) of a chunk's vectors, from the array's header alone (0 for a chunk of empty rows)."""
+    with zipfile.ZipFile(chunk) as archive, archive.open("vectors.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape = read(f)[0]
+    return (shape[0], shape[1]) if len(shape) == 2 else (0, 0)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
