@@ -6,6 +6,10 @@ measured; each round measures bulk throughput, single-query latency and 8 concur
 for both. Only where the CPU has native bf16 (``avx512_bf16`` or ``amx_bf16``): elsewhere the report says it was
 skipped and why (bf16 is emulated there, and slower). ``--bge-m3-shape`` runs the same on the generated BGE-M3 shape
 (bulk on ~512-token chunks).
+
+For MiniLM the report also splits a request's cost, to show where a small request's time goes: the model's forward
+alone, in this process (one query, then 8 at once, both dtypes alternating), and the CPU the server's event-loop
+thread spends per single query (HTTP, JSON, tokenization, hand-off), which no dtype changes.
 """
 from __future__ import annotations
 
@@ -67,6 +71,31 @@ def concurrent(url: str, model: str, query: str, clients: int, per_client: int) 
     return {"queries_per_s": clients * per_client / (time.perf_counter() - t0)}
 
 
+def loop_cpu_ms(server: Server, model: str, query: str, n: int) -> float:
+    """CPU milliseconds the server's main (event-loop) thread spends per sequential single-query request."""
+    before = server.thread_cpu_seconds()
+    single(server.base_url, model, query, n)
+    return (server.thread_cpu_seconds() - before) * 1e3 / n
+
+
+def forward_only(folder: Path, query: str, threads: int, reps: int) -> dict:
+    """The model's forward alone (tokenized query, padding-free forward, pooling), both dtypes loaded in this
+    process and timed alternately: median ms for one query and for 8 at once."""
+    from embedding_server.model.encoder import SentenceEncoder
+
+    encoders = {d: SentenceEncoder(folder, num_threads=threads, short_batch_copy_mb=256, dtype=d)
+                for d in ("float32", "bfloat16")}
+    ids = encoders["float32"].tokenize([query])
+    times = {(d, n): [] for d in encoders for n in (1, 8)}
+    for rep in range(reps + 20):
+        for (dtype, n), samples in times.items():
+            started = time.perf_counter()
+            encoders[dtype].embed(ids * n)
+            if rep >= 20:  # warm-up
+                samples.append((time.perf_counter() - started) * 1e3)
+    return {f"{d}_{n}_ms": statistics.median(v) for (d, n), v in times.items()}
+
+
 def run(args, folder: Path, requests: list[list[str]], cfg: dict) -> dict:
     from embedding_server.model.precision import native_bf16
 
@@ -103,10 +132,16 @@ def run(args, folder: Path, requests: list[list[str]], cfg: dict) -> dict:
                             "concurrent": concurrent(url, name, q, cfg["clients"], cfg["per_client"])}
             rounds.append(r)
         result["rounds"] = rounds
+        if not args.bge_m3_shape:
+            for dtype, server in servers.items():
+                result[dtype]["loop_cpu_ms"] = loop_cpu_ms(server, name, q, 10 * cfg["single"])
     finally:
         for server in servers.values():
             server.stop()
         tmp.cleanup()
+    if not args.bge_m3_shape:
+        log("the forward alone, in this process")
+        result["forward_only"] = forward_only(folder, q, args.threads, cfg["single"])
     result["targets"] = targets(result, bge_m3=args.bge_m3_shape)
     return result
 
@@ -143,6 +178,16 @@ def markdown(r: dict) -> str:
                                   ("concurrent", "queries_per_s", "queries/s")):
         values = {d: statistics.median(x[d][scenario][field] for x in r["rounds"]) for d in ("float32", "bfloat16")}
         lines.append(f"| {scenario} | {values['float32']:.1f} {unit} | {values['bfloat16']:.1f} {unit} |")
+    if "forward_only" in r:
+        f = r["forward_only"]
+        lines += ["", "Where a small request's time goes (median):", "",
+                  "| | float32 | bfloat16 | ratio |", "|---|---|---|---|"]
+        for n in (1, 8):
+            a, b = f[f"float32_{n}_ms"], f[f"bfloat16_{n}_ms"]
+            lines.append(f"| forward alone, {n} quer{'y' if n == 1 else 'ies'} (in process) | {a:.2f} ms | {b:.2f} ms "
+                         f"| {b / a:.3f}x |")
+        a, b = r["float32"]["loop_cpu_ms"], r["bfloat16"]["loop_cpu_ms"]
+        lines.append(f"| server event-loop CPU per single query | {a:.2f} ms | {b:.2f} ms | {b / a:.3f}x |")
     lines += ["", "| Target | Measured | Threshold | Status |", "|---|---|---|---|"]
     for t in r["targets"]:
         shown = f"{t['measured']:.3f}x" if t["rounds"] else f"{t['measured']:.0f} MB"

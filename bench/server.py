@@ -73,6 +73,11 @@ class ProcessMemory:
         return {"anon": sum(_status_kb(p, "RssAnon") for p in pids) / 1024,
                 "file": sum(_status_kb(p, "RssFile") for p in pids) / 1024}
 
+    def thread_cpu_seconds(self) -> float:
+        """CPU seconds (user + system) used so far by the process's main thread (the server's event loop)."""
+        fields = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def hwm_mb(self) -> float:
         """Peak resident set since start or the last reset_peak() (MB), kernel- or sampler-based."""
         if not self._hwm_exact:

@@ -8,6 +8,7 @@ document, unless ``keep_alive`` (a type with its own decoder) fails first-hand.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,7 @@ def _number_text(raw: bytes, key: str, value: Any) -> str:
         return repr(value)
 
 
+@functools.lru_cache(maxsize=1024)  # struct field names, folded on every request
 def _fold(name: str) -> str:
     """Go's case folding of keys (simple per-character mappings: "ſ" folds to "s", "K" to "k")."""
     out = []

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 _GROUP_RATIO = 1.2
 # Longest sequence for which attention runs as two plain batched products (see _attention).
 _PLAIN_ATTENTION_LENGTH = 48
+# Rows shorter than this are padded for the softmax (see _softmax).
+_SOFTMAX_WIDTH = 16
 
 
 class Group(NamedTuple):
@@ -154,4 +156,18 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
     if mask is not None:
         scores.masked_fill_(~mask, float("-inf"))
-    return torch.matmul(scores.softmax(-1, dtype=torch.float32).to(v.dtype), v)  # softmax in float32
+    return torch.matmul(_softmax(scores).to(v.dtype), v)
+
+
+def _softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension, in float32.
+
+    torch's CPU softmax is ~8x slower over fewer than 16 values than over 16 (8 queries x 12 heads x 13 keys:
+    97 us against 12 us), so short rows are padded to 16 with -inf, which adds nothing to any sum.
+    """
+    keys = scores.shape[-1]
+    if keys >= _SOFTMAX_WIDTH:
+        return scores.softmax(-1, dtype=torch.float32)
+    padded = scores.new_full((*scores.shape[:-1], _SOFTMAX_WIDTH), float("-inf"), dtype=torch.float32)
+    padded[..., :keys] = scores
+    return padded.softmax(-1)[..., :keys]

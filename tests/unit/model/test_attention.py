@@ -41,7 +41,7 @@ def test_planned_groups_gather_each_sequence_into_its_padded_slots_and_keep_its_
     assert torch.equal(padded.gather[padded.keep], torch.arange(19))
 
 
-@pytest.mark.parametrize("n, length, masked", [(8, 13, False), (5, 40, True), (6, attention_module._PLAIN_ATTENTION_LENGTH, True)])
+@pytest.mark.parametrize("n, length, masked", [(8, 13, False), (6, 9, True), (4, 15, True), (5, 40, True), (6, attention_module._PLAIN_ATTENTION_LENGTH, True)])
 def test_plain_attention_equals_torchs_fused_kernel(n, length, masked):
     """Short groups take two batched products instead of scaled_dot_product_attention: same values."""
     generator = torch.Generator().manual_seed(n)
@@ -55,3 +55,17 @@ def test_plain_attention_equals_torchs_fused_kernel(n, length, masked):
         keep = mask.view(n, 1, length, 1).expand_as(got)
         got, expected = got[keep], expected[keep]
     assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
+@pytest.mark.parametrize("keys", [1, 2, 7, 13, 15, 16, 17, 40])
+def test_softmax_of_short_rows_equals_torchs(keys):
+    """Rows of fewer than 16 keys are padded with -inf for speed; the probabilities stay torch's, masked keys
+    (-inf) included, and come back as float32 of the scores' shape."""
+    scores = torch.randn(3, 4, 5, keys, generator=torch.Generator().manual_seed(keys))
+    if keys > 1:  # a masked key (a row always keeps at least one real key)
+        scores[0, 0, 0, 0] = float("-inf")
+    for dtype in (torch.float32, torch.bfloat16):
+        got = attention_module._softmax(scores.to(dtype))
+        assert got.dtype == torch.float32 and got.shape == scores.shape
+        assert torch.allclose(got, scores.to(dtype).softmax(-1, dtype=torch.float32), atol=1e-6)
+    assert keys == 1 or attention_module._softmax(scores)[0, 0, 0, 0] == 0
