@@ -30,14 +30,17 @@ test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Extra options go in ARGS, e.g. make bench ARGS="--quick" or ARGS="--bge-m3-shape --layers 6" (see bench/README.md).
-# The second command is the rerank scenario (bench/rerank.py) on a generated cross-encoder of the same family.
+# The second command is the rerank scenario (bench/rerank.py) on a generated cross-encoder of the same family; the
+# third serves the model in float32 and bfloat16 side by side (bench/dtypes.py; reports "skipped" without native bf16).
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(ARGS)
 	$(BIN)/python -m bench.run --rerank $(ARGS)
+	$(BIN)/python -m bench.run --dtypes $(ARGS)
 
 # The long-context bench on a generated 24-layer BGE-M3-shaped folder (built once, ~2.3 GB, cached), then the
-# rerank scenario on a generated bge-reranker-v2-m3-shaped one (--bge-m3-shape --rerank, ~2.3 GB, cached).
+# rerank scenario on a generated bge-reranker-v2-m3-shaped one (--bge-m3-shape --rerank, ~2.3 GB, cached), then the
+# two dtypes on the BGE-M3 shape (--bge-m3-shape --dtypes).
 bench-bge-m3:
 	$(MAKE) bench ARGS="--bge-m3-shape $(ARGS)"
 
