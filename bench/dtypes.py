@@ -26,9 +26,9 @@ from .reference import percentile
 from .run import log, write_results
 from .server import Server
 
-FULL = dict(rounds=3, single=100, clients=8, per_client=60, texts=640, chunks=16)
+FULL = dict(rounds=5, single=100, clients=8, per_client=60, texts=640, chunks=16)
 QUICK = dict(rounds=1, single=20, clients=8, per_client=5, texts=128, chunks=4)
-BGE_M3 = dict(single=30, per_client=4)  # a BGE-M3-shaped query costs ~40x MiniLM's: fewer repeats (no target on them)
+BGE_M3 = dict(rounds=3, single=30, per_client=4)  # a BGE-M3-shaped query costs ~40x MiniLM's: fewer repeats (no target on them)
 
 
 def _post(c: load.Client, model: str, texts: list[str]) -> None:
