@@ -83,7 +83,8 @@ def attend_steps(qkv: torch.Tensor, groups: list[Group], heads: int, max_pairs: 
     same result, computed in bounded pieces, with a yield after each block.
     """
     hidden = qkv.shape[1] // 3
-    attended = qkv.new_empty(qkv.shape[0], hidden) if len(groups) > 1 else None
+    real = groups[-1].row + groups[-1].rows  # rows of qkv after these are padding (see PackedEncoder.steps)
+    attended = qkv.new_empty(real, hidden) if len(groups) > 1 else None
     for group in groups:
         part = qkv[group.row:group.row + group.rows]
         if group.gather is not None:

@@ -21,6 +21,12 @@ SHORT_TOKENS = 128  # rows (packed tokens) up to which the blocked copy is used
 ROW_BUCKET = 8
 
 
+def short_pass_padding(rows: int) -> int:
+    """Zero rows to add to a pass of ``rows`` tokens so that its products need none (see ROW_BUCKET); 0 for a
+    pass too long for the blocked copies."""
+    return -rows % ROW_BUCKET if rows <= SHORT_TOKENS else 0
+
+
 def blocked_kernels_available() -> bool:
     """Whether this torch build has the oneDNN prepacked-linear operators."""
     try:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import Group, attend, attend_steps, plan_groups
-from .dense import Dense, blocked_kernels_available
+from .dense import Dense, blocked_kernels_available, short_pass_padding
 from .pages import release_file_pages
 from .reranker import split_types
 from .self_check import self_check
@@ -173,14 +173,22 @@ class PackedEncoder:
         lengths = [len(batch[i]) for i in order]
         starts = np.cumsum([0, *lengths]).tolist()  # each sorted sequence's first row in the packed matrix
         x = self._embed([batch[i] for i in order], lengths, starts)
+        total = x.shape[0]
         groups = plan_groups(lengths)
-        rows = x.shape[0] if slicing.rows is None else max(int(slicing.rows), 1)
+        rows = total if slicing.rows is None else max(int(slicing.rows), 1)
+        whole = rows >= total and not any(g.count * g.longest ** 2 > slicing.pairs for g in groups)
+        # A short pass gets its padding rows for the blocked kernels once, not in each of its products.
+        extra = short_pass_padding(total) if whole and self.short_batch_copy else 0
+        if extra:
+            x = torch.cat([x, x.new_zeros(extra, x.shape[1])])
         for layer in self.layers:
             yield
-            if rows >= x.shape[0] and not any(g.count * g.longest ** 2 > slicing.pairs for g in groups):
+            if whole:
                 x = self._layer(layer, x, groups)
             else:
                 yield from self._layer_in_chunks(layer, x, groups, rows, slicing)
+        if extra:
+            x = x[:total]
         if order != sorted(order):  # back to the caller's sequence order
             position = {seq: k for k, seq in enumerate(order)}
             index = torch.cat([torch.arange(starts[position[i]], starts[position[i] + 1]) for i in range(len(batch))])
@@ -218,8 +226,12 @@ class PackedEncoder:
         return F.layer_norm(x, norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps)
 
     def _layer(self, layer: _Layer, x: torch.Tensor, groups: list[Group]) -> torch.Tensor:
-        """One layer on the whole matrix at once (the fastest form when no slicing is needed)."""
+        """One layer on the whole matrix at once (the fastest form when no slicing is needed). Rows of ``x`` past
+        the groups' are padding (see ``steps``): attention leaves them out, the per-token rest computes them."""
         attended = attend(layer.qkv(x), groups, self.heads)
+        extra = x.shape[0] - attended.shape[0]
+        if extra:
+            attended = torch.cat([attended, attended.new_zeros(extra, attended.shape[1])])
         return self._tail(layer, attended, x)
 
     def _tail(self, layer: _Layer, attended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -68,9 +68,16 @@ def rerank_server(reranker_dir, tmp_path_factory):
 
 
 def assert_ranked(got: list[tuple[int, float]], reference: np.ndarray, top_n: int | None = None) -> None:
-    """``got``: (index into DOCS, score) pairs in the client's order; CrossEncoder's best ``top_n``, same scores."""
-    assert [i for i, _ in got] == [int(i) for i in np.argsort(-reference, kind="stable")[:top_n]]
-    assert max(abs(s - float(reference[i])) for i, s in got) <= 1e-5, (got, reference)
+    """``got``: (index into DOCS, score) pairs in the client's order: each score is CrossEncoder's for that document,
+    the order is by descending score, and they are CrossEncoder's best ``top_n`` (all documents without it). Two
+    documents whose scores are within the tolerance may come in either order."""
+    tolerance = 1e-5
+    indices = [i for i, _ in got]
+    assert len(indices) == len(set(indices)) == min(top_n or len(reference), len(reference)), got
+    assert max(abs(s - float(reference[i])) for i, s in got) <= tolerance, (got, reference)
+    assert all(reference[a] >= reference[b] - tolerance for a, b in zip(indices, indices[1:])), (got, reference)
+    left_out = [float(reference[i]) for i in range(len(reference)) if i not in indices]
+    assert not left_out or max(left_out) <= float(reference[indices[-1]]) + tolerance, (got, reference)
 
 
 def test_pinned_versions():
@@ -78,7 +85,7 @@ def test_pinned_versions():
 
 
 def test_server_serves_the_reranker_beside_the_default_model(rerank_server, reference):
-    assert len(set(np.round(reference, 4))) == len(DOCS)  # distinct scores: the order is meaningful
+    assert np.ptp(reference) > 1e-3  # scores that differ: the order is meaningful
     ids = [m["id"] for m in httpx.get(f"{rerank_server}/v1/models", headers=KEY).json()["data"]]
     assert RERANKER in ids and MODEL in ids
     r = httpx.post(f"{rerank_server}/api/embed", json={"input": "x"}, headers=KEY)  # no model: the default
