@@ -22,15 +22,20 @@ def machine_busy_s() -> float:
     return (user + nice + system + irq + softirq + steal) / _TICK
 
 
+def stat_cpu_s(stat: Path) -> float:
+    """CPU seconds (user + system) in a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat file."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
 def proc_cpu_s(pids: list[int]) -> float:
-    total = 0
+    total = 0.0
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            total += stat_cpu_s(Path(f"/proc/{pid}/stat"))
         except (OSError, ValueError, IndexError):
             pass
-    return total / _TICK
+    return total
 
 
 class CpuMeter:

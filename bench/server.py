@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from .cpumeter import stat_cpu_s
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -75,8 +77,7 @@ class ProcessMemory:
 
     def thread_cpu_seconds(self) -> float:
         """CPU seconds (user + system) used so far by the process's main thread (the server's event loop)."""
-        fields = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_cpu_s(Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/stat"))
 
     def hwm_mb(self) -> float:
         """Peak resident set since start or the last reset_peak() (MB), kernel- or sampler-based."""

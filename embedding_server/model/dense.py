@@ -27,6 +27,11 @@ def short_pass_padding(rows: int) -> int:
     return -rows % ROW_BUCKET if rows <= SHORT_TOKENS else 0
 
 
+def with_zero_rows(x: torch.Tensor, extra: int) -> torch.Tensor:
+    """``x`` (rows, features) followed by ``extra`` rows of zeros."""
+    return torch.cat([x, x.new_zeros(extra, x.shape[1])]) if extra else x
+
+
 def blocked_kernels_available() -> bool:
     """Whether this torch build has the oneDNN prepacked-linear operators."""
     try:
@@ -74,8 +79,6 @@ class Dense:
         rows = x.shape[0]
         if self.blocked is None or rows > SHORT_TOKENS:
             return F.linear(x, self.weight, self.bias)
-        extra = -rows % ROW_BUCKET
-        if extra:
-            x = torch.cat([x, x.new_zeros(extra, x.shape[1])])
-        out = torch.ops.mkldnn._linear_pointwise(x, self.blocked, self.bias, "none", [], "")
+        extra = short_pass_padding(rows)
+        out = torch.ops.mkldnn._linear_pointwise(with_zero_rows(x, extra), self.blocked, self.bias, "none", [], "")
         return out[:rows] if extra else out

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import Group, attend, attend_steps, plan_groups
-from .dense import Dense, blocked_kernels_available, short_pass_padding
+from .dense import Dense, blocked_kernels_available, short_pass_padding, with_zero_rows
 from .pages import release_file_pages
 from .reranker import split_types
 from .self_check import self_check
@@ -179,8 +179,7 @@ class PackedEncoder:
         whole = rows >= total and not any(g.count * g.longest ** 2 > slicing.pairs for g in groups)
         # A short pass gets its padding rows for the blocked kernels once, not in each of its products.
         extra = short_pass_padding(total) if whole and self.short_batch_copy else 0
-        if extra:
-            x = torch.cat([x, x.new_zeros(extra, x.shape[1])])
+        x = with_zero_rows(x, extra)
         for layer in self.layers:
             yield
             if whole:
@@ -229,10 +228,7 @@ class PackedEncoder:
         """One layer on the whole matrix at once (the fastest form when no slicing is needed). Rows of ``x`` past
         the groups' are padding (see ``steps``): attention leaves them out, the per-token rest computes them."""
         attended = attend(layer.qkv(x), groups, self.heads)
-        extra = x.shape[0] - attended.shape[0]
-        if extra:
-            attended = torch.cat([attended, attended.new_zeros(extra, attended.shape[1])])
-        return self._tail(layer, attended, x)
+        return self._tail(layer, with_zero_rows(attended, x.shape[0] - attended.shape[0]), x)
 
     def _tail(self, layer: _Layer, attended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Attention output projection, feed-forward and both layer norms; each token independently."""
