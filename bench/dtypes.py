@@ -188,6 +188,11 @@ def markdown(r: dict) -> str:
                          f"| {b / a:.3f}x |")
         a, b = r["float32"]["loop_cpu_ms"], r["bfloat16"]["loop_cpu_ms"]
         lines.append(f"| server event-loop CPU per single query | {a:.2f} ms | {b:.2f} ms | {b / a:.3f}x |")
+        one, eight = (f[f"bfloat16_{n}_ms"] / f[f"float32_{n}_ms"] for n in (1, 8))
+        lines += ["", f"Ceiling on this CPU: a request costs its forward plus work that costs the same in both dtypes "
+                  f"(HTTP, JSON, tokenizing, the hand-off to the model's thread), so the server's single-query ratio "
+                  f"cannot be lower than the forward alone's ({one:.3f}x) nor its 8-client speed-up higher than "
+                  f"{1 / eight:.2f}x (1 / {eight:.3f})."]
     lines += ["", "| Target | Measured | Threshold | Status |", "|---|---|---|---|"]
     for t in r["targets"]:
         shown = f"{t['measured']:.3f}x" if t["rounds"] else f"{t['measured']:.0f} MB"

@@ -43,10 +43,13 @@ def blocked_kernels_available() -> bool:
 
 
 class Dense:
-    """``y = x @ weight.T + bias`` on a (rows, features) input."""
+    """``y = x @ weight.T + bias`` on a (rows, features) input, followed by the exact (erf) GELU if ``gelu``.
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
-        self.weight, self.bias = weight, bias
+    The blocked kernel applies the GELU to the product before writing it (a oneDNN post-op), which saves a pass
+    over the output: 10-15 us per feed-forward layer of a short pass (six per MiniLM query)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, gelu: bool = False):
+        self.weight, self.bias, self.gelu = weight, bias, gelu
         self.blocked: torch.Tensor | None = None
 
     @property
@@ -61,9 +64,11 @@ class Dense:
         if self.weight.dtype not in (torch.float32, torch.bfloat16):
             raise RuntimeError(f"blocked copy needs float32 or bfloat16 weights, not {self.weight.dtype}")
         blocked = torch.ops.mkldnn._reorder_linear_weight(self.weight, SHORT_TOKENS)
-        probe = torch.randn(7, self.weight.shape[1], generator=torch.Generator().manual_seed(0)).to(self.weight.dtype)
+        probe = torch.randn(8, self.weight.shape[1], generator=torch.Generator().manual_seed(0)).to(self.weight.dtype)
         expected = F.linear(probe, self.weight, self.bias).float()
-        got = torch.ops.mkldnn._linear_pointwise(probe, blocked, self.bias, "none", [], "").float()
+        if self.gelu:
+            expected = F.gelu(expected)
+        got = _blocked_linear(probe, blocked, self.bias, self.gelu).float()
         tolerance = 1e-4 if self.weight.dtype == torch.float32 else 2e-2
         if got.shape != expected.shape or not torch.allclose(got, expected, rtol=tolerance, atol=tolerance):
             raise RuntimeError("oneDNN blocked weights disagree with the default linear")
@@ -71,14 +76,23 @@ class Dense:
 
     def into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``self(x)`` written into ``out`` (rows of a larger matrix: no copy of the product)."""
-        return torch.addmm(self.bias, x.to(self.weight.dtype), self.weight.t(), out=out)
+        torch.addmm(self.bias, x.to(self.weight.dtype), self.weight.t(), out=out)
+        return torch.ops.aten.gelu_(out) if self.gelu else out
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The product in the weight's dtype (a float32 input is cast to bfloat16 weights' dtype first)."""
         x = x.to(self.weight.dtype)
         rows = x.shape[0]
         if self.blocked is None or rows > SHORT_TOKENS:
-            return F.linear(x, self.weight, self.bias)
+            out = F.linear(x, self.weight, self.bias)
+            return torch.ops.aten.gelu_(out) if self.gelu else out
         extra = short_pass_padding(rows)
-        out = torch.ops.mkldnn._linear_pointwise(with_zero_rows(x, extra), self.blocked, self.bias, "none", [], "")
+        out = _blocked_linear(with_zero_rows(x, extra), self.blocked, self.bias, self.gelu)
         return out[:rows] if extra else out
+
+
+def _blocked_linear(x: torch.Tensor, blocked: torch.Tensor, bias: torch.Tensor, gelu: bool) -> torch.Tensor:
+    """The oneDNN product with the blocked weight, and the exact GELU as its post-op if ``gelu``."""
+    if gelu:
+        return torch.ops.mkldnn._linear_pointwise(x, blocked, bias, "gelu", [], "none")
+    return torch.ops.mkldnn._linear_pointwise(x, blocked, bias, "none", [], "")

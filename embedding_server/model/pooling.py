@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 
 PoolingMode = Literal["mean", "cls", "max", "lasttoken", "mean_sqrt_len", "weightedmean"]
@@ -60,8 +61,11 @@ def pool_packed(hidden: torch.Tensor, lengths: list[int], mode: str) -> torch.Te
         sums = hidden.new_zeros(count, hidden.shape[1]).index_add_(0, segment, hidden * weights.unsqueeze(1))
         return sums / (sizes * (sizes + 1) / 2).to(hidden.dtype).clamp(min=1e-9).unsqueeze(1)
     if mode in ("mean", "mean_sqrt_len"):
-        segment = torch.repeat_interleave(torch.arange(count), sizes)
-        sums = hidden.new_zeros(count, hidden.shape[1]).index_add_(0, segment, hidden)
+        if count == 1:  # a query: one sum (index_add_ and repeat_interleave cost ~50 us on a 2-core CPU)
+            sums = hidden.sum(0, keepdim=True)
+        else:
+            segment = torch.from_numpy(np.repeat(np.arange(count), lengths))
+            sums = hidden.new_zeros(count, hidden.shape[1]).index_add_(0, segment, hidden)
         divisor = sizes.to(hidden.dtype).clamp(min=1e-9).unsqueeze(1)
         return sums / (divisor if mode == "mean" else divisor.sqrt())
     raise ValueError(f"unknown pooling mode {mode!r}; expected one of {POOLING_MODES}")

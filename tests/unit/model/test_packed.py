@@ -121,10 +121,10 @@ def test_a_vector_does_not_depend_on_its_batch_neighbours(pair):
     np.testing.assert_allclose(together, alone, atol=2e-6)
 
 
+@pytest.mark.parametrize("lengths", [[3, 1, 5, 2], [4]], ids=["batch", "one sequence"])
 @pytest.mark.parametrize("mode", POOLING_MODES)
-def test_pool_packed_equals_pool_on_the_padded_layout(mode):
+def test_pool_packed_equals_pool_on_the_padded_layout(mode, lengths):
     generator = torch.Generator().manual_seed(1)
-    lengths = [3, 1, 5, 2]
     packed = torch.randn(sum(lengths), 6, generator=generator)
     padded = torch.zeros(len(lengths), max(lengths), 6)
     mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
@@ -158,9 +158,9 @@ def test_relative_position_models_keep_the_transformers_forward(tiny_models_dir,
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_exact_gelu_runs_in_place_and_other_activations_keep_their_module(pair):
+def test_exact_gelu_is_applied_by_the_product_and_other_activations_keep_their_module(pair):
     fast, _ = pair
-    assert all(layer.gelu_in_place for layer in fast._packed.layers)  # the tiny checkpoints use "gelu"
+    assert all(layer.up.gelu and layer.activation is None for layer in fast._packed.layers)  # tiny ones use "gelu"
     assert packed_module._is_exact_gelu(F.gelu)
     from transformers.activations import ACT2FN
     for name in ("gelu_new", "gelu_python", "relu", "silu"):
@@ -169,11 +169,12 @@ def test_exact_gelu_runs_in_place_and_other_activations_keep_their_module(pair):
 
 @pytest.mark.parametrize("activation", ["gelu", "gelu_new"])
 def test_the_padding_free_forward_matches_with_either_gelu(tiny_models_dir, tmp_path, activation):
-    """In-place exact GELU only where the model's own is exact; the tanh one keeps its module."""
+    """The product's own exact GELU only where the model's is exact; the tanh one keeps its module."""
     path = _tiny_bert_with(tiny_models_dir, tmp_path / activation, hidden_act=activation)
     fast, standard = SentenceEncoder(path), SentenceEncoder(path, padding_free=False)
     assert fast.padding_free
-    assert all(layer.gelu_in_place == (activation == "gelu") for layer in fast._packed.layers)
+    assert all(layer.up.gelu == (activation == "gelu") for layer in fast._packed.layers)
+    assert all((layer.activation is None) == (activation == "gelu") for layer in fast._packed.layers)
     batch = _random_batch(fast, LENGTHS)
     np.testing.assert_allclose(fast.embed(batch), standard.embed(batch), atol=2e-6)
 
@@ -209,6 +210,25 @@ def test_dense_blocked_copy_matches_the_default_product_for_short_and_long_input
     for rows in (1, 13, 104, SHORT_TOKENS, SHORT_TOKENS + 1, 300):  # 1 and 13 are padded to 8 and 16 rows
         x = torch.randn(rows, 32, generator=generator)
         assert torch.allclose(dense(x), F.linear(x, weight, bias), atol=1e-5)
+
+
+@pytest.mark.skipif(not blocked_kernels_available(), reason="this torch build has no oneDNN prepacked linear")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dense_with_gelu_equals_the_product_then_gelu_on_every_path(dtype):
+    """Blocked (short inputs, GELU as the kernel's post-op), default (long inputs) and ``into``."""
+    generator = torch.Generator().manual_seed(4)
+    weight, bias = torch.randn(48, 32, generator=generator).to(dtype), torch.randn(48, generator=generator).to(dtype)
+    dense = Dense(weight, bias, gelu=True)
+    dense.add_blocked_copy()
+    tolerance = 1e-5 if dtype == torch.float32 else 0.05  # bf16 outputs: the post-op rounds once, not twice
+    for rows in (1, 13, SHORT_TOKENS, 300):
+        x = torch.randn(rows, 32, generator=generator)
+        expected = F.gelu(F.linear(x.to(dtype).float(), weight.float(), bias.float()))
+        assert torch.allclose(dense(x).float(), expected, atol=tolerance, rtol=tolerance), rows
+        out = torch.empty(rows, 48, dtype=dtype)
+        dense.into(x, out)
+        assert torch.allclose(out.float(), expected, atol=tolerance, rtol=tolerance), rows
+    assert not torch.allclose(dense(x).float(), F.linear(x.to(dtype), weight, bias).float(), atol=tolerance)
 
 
 def test_dense_refuses_a_blocked_copy_of_float16_weights():
