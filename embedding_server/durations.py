@@ -75,8 +75,6 @@ def _leading_fraction(digits: str) -> tuple[int, float]:
     return x, scale
 
 
-
-
 def _go_quote(s: str) -> str:
     """Go's time.quote: non-ASCII and control bytes as \\xNN, quote and backslash escaped."""
     out = ['"']

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..durations import duration_error  # noqa: F401 - Go's time.ParseDuration, re-exported
+from ..durations import duration_error
 from .errors import ApiError
 
 STRING, BOOL, INT, ANY = "string", "bool", "int", "interface {}"

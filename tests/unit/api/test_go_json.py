@@ -7,8 +7,9 @@ import json
 import pytest
 
 from embedding_server.api.errors import ApiError
-from embedding_server.api.go_json import duration_error, decode
+from embedding_server.api.go_json import decode
 from embedding_server.api.ollama import EMBED_REQUEST, EMBEDDING_REQUEST
+from embedding_server.durations import duration_error
 
 
 def run(text: str, struct=EMBED_REQUEST) -> dict:
