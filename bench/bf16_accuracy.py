@@ -99,7 +99,7 @@ def neighbours(queries: np.ndarray, corpus: np.ndarray, k: int = 10) -> np.ndarr
 
 def run(model_dir: Path) -> dict:
     from embedding_server.model.encoder import SentenceEncoder
-    from embedding_server.model.precision import native_bf16
+    from embedding_server.model.cpu import cpu_features
     from embedding_server.settings import Settings
 
     defaults = Settings()
@@ -112,7 +112,7 @@ def run(model_dir: Path) -> dict:
     corpus, queries, off_topic = corpus_and_queries()
     emb = {dtype: [embed_all(enc, texts) for texts in (corpus, queries, off_topic)] for dtype, enc in encoders.items()}
     retrieval_cos = (np.vstack(emb["float32"]) * np.vstack(emb["bfloat16"])).sum(1)
-    result = {"model": str(model_dir), "native_bf16": native_bf16(), "cosine_texts": len(texts),
+    result = {"model": str(model_dir), "native_bf16": cpu_features().native_bf16, "cosine_texts": len(texts),
               "cosine_min": float(cosines.min()), "cosine_mean": float(cosines.mean()),
               "cosine_worst_text": texts[int(cosines.argmin())][:120], "corpus_sentences": len(corpus),
               "retrieval_cosine_min": float(retrieval_cos.min())}

@@ -97,10 +97,10 @@ def forward_only(folder: Path, query: str, threads: int, reps: int) -> dict:
 
 
 def run(args, folder: Path, requests: list[list[str]], cfg: dict) -> dict:
-    from embedding_server.model.precision import native_bf16
+    from embedding_server.model.cpu import cpu_features
 
     machine = report.machine()
-    native = native_bf16()
+    native = cpu_features().native_bf16
     result = {"mode": "dtypes", "machine": machine, "native_bf16": native, "model": str(folder), "config": cfg}
     if not native:
         result["skipped"] = (f"this CPU ({machine['cpu']}) has no native bf16 (no avx512_bf16 or amx_bf16 flag): "

@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.engine.on_batch = app.state.metrics.on_batch
         app.state.engine.on_load = app.state.metrics.on_load
         app.state.engine.on_death = app.state.metrics.on_death
+        app.state.engine.on_stuck = app.state.metrics.on_stuck
         app.state.metrics.watch_queues(app.state.engine.queued_inputs)
         app.state.metrics.watch_models(app.state.engine.loaded_dtypes)
         app.state.load_error = None

@@ -9,9 +9,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from embedding_server.app import create_app
+from embedding_server.model.cpu import CpuFeatures, cpu_features
 from embedding_server.settings import Settings
 from tests.support.checkpoints import make_tiny_bert, make_tiny_xlmr, minilm_path
 from tests.support.server import running_server
+
+
+@pytest.fixture(params=["detect", "avx2"], ids=["this-cpu", "as-avx2-only"])
+def cpu(request) -> CpuFeatures:
+    """This CPU's features, then the same narrowed to an AVX2-only CPU's (EMBED_CPU_FEATURES=avx2): a test taking
+    this fixture states what must hold on each kind of CPU, and any machine runs the branch it does not take."""
+    return cpu_features(request.param)
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +43,9 @@ def empty_models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("empty-models")
 
 
-def open_client(settings: Settings) -> TestClient:
-    """A TestClient with the app's lifespan running and the default model loaded."""
-    client = TestClient(create_app(settings))
+def open_client(settings: Settings, engine=None) -> TestClient:
+    """A TestClient with the app's lifespan running and the default model loaded (by ``engine`` if given)."""
+    client = TestClient(create_app(settings, engine=engine))
     client.__enter__()
     deadline = time.monotonic() + 120
     while client.get("/health").status_code != 200:

@@ -55,6 +55,7 @@ ERROR_TABLE: list[tuple[type[e.EngineError], Mapping]] = [
                                    tei_type="Overloaded")),
     (e.ModelUnavailable, Mapping(503, "server_error", "model_unavailable", tei_type="Unhealthy")),
     (e.InferenceFailed, Mapping(500, "server_error", "inference_failed", tei_type="Backend")),
+    (e.RequestTimeout, Mapping(504, "server_error", "timeout", tei_type="Unhealthy")),
     (e.EngineError, Mapping(500, "server_error", tei_type="Backend")),
 ]
 

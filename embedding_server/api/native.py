@@ -57,7 +57,7 @@ async def encode(body: EncodeBody, request: Request) -> Response:
         raise ApiError(400, "inputs must be non-empty strings", param="input")
     outputs = frozenset(body.outputs)
     internal = EmbedRequest(model=body.model, inputs=texts, truncate=body.truncate, dimensions=body.dimensions,
-                            normalize=body.normalize, outputs=outputs)
+                            normalize=body.normalize, outputs=outputs, sparse_token_strings=body.sparse_tokens)
     engine = engine_of(request)
     result = await until_disconnect(request, engine.embed(internal))
     note_for_access_log(request, internal, result)
@@ -67,8 +67,8 @@ async def encode(body: EncodeBody, request: Request) -> Response:
     if SPARSE in outputs:
         response["sparse"] = [_sparse(ids, values, body.sparse_format) for ids, values in result.sparse]
         if body.sparse_tokens:
-            response["sparse_tokens"] = [dict(zip(engine.token_strings(result.model, ids.tolist()), values.tolist()))
-                                         for ids, values in result.sparse]
+            response["sparse_tokens"] = [dict(zip(strings, values.tolist()))
+                                         for strings, (_, values) in zip(result.sparse_strings, result.sparse)]
     if COLBERT in outputs:
         response["colbert"] = result.colbert
     response.update(total_duration=time.perf_counter_ns() - started, load_duration=result.load_ns,

@@ -42,6 +42,8 @@ class Metrics:
                                       "them)", ["model"], buckets=_BATCH_BUCKETS, registry=r)
         self.worker_deaths = Counter("embed_worker_deaths", "Model worker threads that died (the model is then "
                                      "reloaded)", ["model"], registry=r)
+        self.unload_timeouts = Counter("embed_unload_timeouts", "Unloads whose worker did not stop in time (its "
+                                       "memory stays in use until it does)", ["model"], registry=r)
         self.load_seconds = Gauge("embed_model_load_seconds", "Time to load each model", ["model"], registry=r)
         self._queue_source = None
         self._models_source = None
@@ -64,6 +66,10 @@ class Metrics:
     def on_death(self, model: str, reason: str) -> None:
         """Engine observer: a model's worker thread died."""
         self.worker_deaths.labels(model).inc()
+
+    def on_stuck(self, model: str) -> None:
+        """Engine observer: an unloaded model's worker did not stop in time."""
+        self.unload_timeouts.labels(model).inc()
 
     def on_load(self, model: str, seconds: float) -> None:
         self.load_seconds.labels(model).set(seconds)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import traceback
+
 
 class EngineError(Exception):
     """Base class: ``message`` is safe to show to a client."""
@@ -49,3 +52,27 @@ class InferenceFailed(EngineError):
 class MemoryLimitReached(EngineError):
     """Loading the model would exceed EMBED_MAX_LOADED_MODELS or EMBED_MEMORY_LIMIT_MB, and no idle model is left
     to unload; other models keep serving."""
+
+
+class RequestTimeout(EngineError):
+    """The request did not finish within EMBED_REQUEST_TIMEOUT_S (its queued work is dropped)."""
+
+
+def fresh(error: BaseException) -> BaseException:
+    """A copy of ``error`` with no traceback or context, to raise in one awaiter: one instance raised by many
+    awaiters collects every one's frames in its traceback."""
+    copied = copy.copy(error)
+    copied.__traceback__ = copied.__context__ = copied.__cause__ = None
+    return copied
+
+
+def drop_frames(error: BaseException) -> None:
+    """Clear the local variables of every frame in ``error``'s tracebacks (its chain too): a failed load's
+    frames would otherwise keep the weights it had built alive for as long as the error is referenced."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if error.__traceback__ is not None:
+            traceback.clear_frames(error.__traceback__)
+            error.__traceback__ = None
+        error = error.__cause__ or error.__context__

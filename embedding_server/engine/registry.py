@@ -7,10 +7,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..model.checkpoint import CheckpointError, inspect_checkpoint
-from .errors import EngineError, ModelNotFound, ModelUnavailable
+from .errors import ModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +41,15 @@ class ModelEntry:
     deaths: int = 0  # times its worker thread died (it is then reloaded)
     broken: bool = False  # the folder itself cannot be served (found when scanning); a failed load may be retried
     loading: asyncio.Future | None = field(default=None, repr=False)  # the load in progress, shared by its waiters
-    # Lifecycle (engine/lifecycle.py): requests in flight, when last used, when it unloads (wall clock; None: never).
+    load_started: float = 0.0  # monotonic start of the load in progress
+    unloading: asyncio.Future | None = field(default=None, repr=False)  # set while its worker is being stopped
+    # Lifecycle (engine/lifecycle.py): requests in flight, when last used, when it unloads (wall clock; None: never),
+    # the keep_alive the latest request set (seconds; inf: for ever).
     active: int = 0
     last_used: float = 0.0
     expires_at: float | None = None
+    keep_alive: float = float("inf")
+    estimate: int | None = None  # resident bytes a load is expected to add (memory.estimate_bytes), once computed
     resident_bytes: int = 0  # resident memory the load added (measured)
     removed: bool = False  # its folder left the models folder: dropped once unloaded
     parked: bool = False  # unloaded by keep_alive or to make room (loads again on its next request)
@@ -119,16 +123,17 @@ class ModelRegistry:
                 self.entries[name] = fresh
                 if fresh.broken:
                     log.error("model folder unusable: %s", fresh.error)
-            elif not entry.loaded and entry.loading is None:
+            elif not entry.loaded and entry.loading is None and entry.unloading is None:
                 if fresh.broken and fresh.error != entry.error:
                     log.error("model folder unusable: %s", fresh.error)
                 if fresh.broken or entry.broken:  # newly broken, or fixed since; a failed load keeps its error
                     entry.error = fresh.error
+                entry.estimate = None  # the folder may have changed
                 entry.broken, entry.task, entry.removed = fresh.broken, fresh.task, False
             else:
                 entry.removed = False
         for name in [n for n in self.entries if n not in found]:
-            if self.entries[name].loaded or self.entries[name].loading is not None:
+            if self.entries[name].loaded or self.entries[name].loading is not None or self.entries[name].unloading:
                 self.entries[name].removed = True
             else:
                 del self.entries[name]
@@ -138,32 +143,3 @@ class ModelRegistry:
         """Forget an unloaded entry whose folder is gone."""
         if entry.removed and not entry.loaded and self.entries.get(entry.name) is entry:
             del self.entries[entry.name]
-
-    async def ensure_loaded(self, entry: ModelEntry, load: Callable[[ModelEntry], None]) -> int:
-        """Load ``entry`` with ``load`` (run in a thread) unless resident; nanoseconds spent here. Concurrent
-        callers share one load and its outcome; after a failure, the next request tries again."""
-        if entry.loaded:
-            return 0
-        started = time.perf_counter_ns()
-        if entry.broken:
-            raise ModelUnavailable(f"model '{entry.name}' cannot be loaded; the server log says why")
-        if entry.loading is None:
-            entry.loading = asyncio.ensure_future(self._load(entry, load))
-        await asyncio.shield(entry.loading)
-        return time.perf_counter_ns() - started
-
-    async def _load(self, entry: ModelEntry, load: Callable[[ModelEntry], None]) -> None:
-        try:
-            await asyncio.to_thread(load, entry)
-            entry.error = None
-        except Exception as exc:  # noqa: BLE001 - any failure: one log line, reported to every waiter
-            if isinstance(exc, EngineError):
-                raise
-            error = str(exc) if isinstance(exc, CheckpointError) else f"{entry.path}: {exc!r}"
-            error = " ".join(error.split())  # one log line, however the library words it
-            # Retried on each request: the same failure is logged once, a different one again.
-            log.log(logging.DEBUG if error == entry.error else logging.ERROR, "model load failed: %s", error)
-            entry.error = error
-            raise ModelUnavailable(f"model '{entry.name}' cannot be loaded; the server log says why") from None
-        finally:
-            entry.loading = None

@@ -32,6 +32,7 @@ class EmbedRequest:
     prompt_name: str | None = None  # a prompt of the model's config_sentence_transformers.json, put before each text
     ids_mode: Literal["openai", "model", "model_full", "reject"] | None = None  # None: the EMBED_TOKEN_IDS setting
     keep_alive: float | None = None  # seconds the model stays loaded once idle (inf: for ever); None: the default
+    sparse_token_strings: bool = False  # SPARSE: also each entry's token string (the tokenizer's decode of its id)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class EmbedResult:
     token_states: list[np.ndarray] | None = None  # TOKENS: (tokens, dim) float32 per input
     sparse: list[tuple[np.ndarray, np.ndarray]] | None = None  # SPARSE: (token ids ascending, weights) per input
     colbert: list[np.ndarray] | None = None  # COLBERT: (tokens - 1, dim) L2-normalised float32 per input
+    sparse_strings: list[list[str]] | None = None  # with sparse_token_strings: the token of each sparse entry
 
     @property
     def prompt_tokens(self) -> int:

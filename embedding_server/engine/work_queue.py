@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model.heads import DENSE, ONLY_DENSE
-from .errors import EngineError, Overloaded
+from .errors import EngineError, Overloaded, fresh
 from .scheduler import CostModel, is_small, plan_batch
 
 
@@ -67,7 +67,7 @@ def _settle(future: asyncio.Future, value, error) -> None:
     if future.done():
         return
     if error is not None:
-        future.set_exception(error)
+        future.set_exception(fresh(error))  # each request raises its own copy
     else:
         future.set_result(value)
 
@@ -103,7 +103,7 @@ class WorkQueue:
                        key=lambda item: item.length)
         with self._cond:
             if self._closed is not None:
-                raise self._closed
+                raise fresh(self._closed)
             if self._queued + len(items) > self.max_queued_inputs and self._queued > 0:
                 raise Overloaded(
                     f"server busy: {self._queued} inputs queued, limit max_queued_inputs={self.max_queued_inputs}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -50,6 +51,11 @@ class BatchStats:
 class ModelWorker:
     """Owns one model; turns concurrent submissions into well-packed batches, long ones in slices."""
 
+    # A unit of work (a slice, or a batch run whole) that takes STALL_FACTOR times its expected time, and at least
+    # STALL_FLOOR_SECONDS, is reported by /health as stalled (a wedged native call, a stuck file read).
+    STALL_FACTOR = 10.0
+    STALL_FLOOR_SECONDS = 60.0
+
     def __init__(self, embedder: Embedder | None, name: str, max_batch_tokens: int, max_batch_size: int,
                  max_queued_inputs: int, cost: CostModel = CostModel(),
                  on_batch: Callable[[BatchStats], None] | None = None, coalesce_seconds: float = 0.004,
@@ -70,6 +76,9 @@ class ModelWorker:
         self._cost_of: Callable[[Embedder], CostModel] | None = None
         self._loaded = threading.Event()
         self._load_error: BaseException | None = None
+        self.unit_started: float | None = None  # monotonic start of the unit of work running now
+        self.unit_budget = math.inf
+        self.seconds_per_token: float | None = None  # measured (a slow-moving maximum), for whole batches' budgets
 
     @classmethod
     def launch(cls, factory: Callable[[], Embedder], name: str, *args,
@@ -87,14 +96,20 @@ class ModelWorker:
         worker._factory, worker._cost_of = factory, cost_of
         worker.start()
         worker._loaded.wait()
-        if worker._load_error is not None:
-            raise worker._load_error
+        error, worker._load_error = worker._load_error, None  # the worker keeps no reference to it
+        if error is not None:
+            raise error
         return worker
 
     # ----- the event loop's side ------------------------------------------------------------
     @property
     def alive(self) -> bool:
         return self._thread.is_alive() and self.died is None
+
+    @property
+    def thread_alive(self) -> bool:
+        """Whether its thread still runs (a worker that did not stop in time still holds its model)."""
+        return self._thread.is_alive()
 
     @property
     def queued_inputs(self) -> int:
@@ -189,23 +204,51 @@ class ModelWorker:
 
     def _slice(self, batch: list[Item], job: EmbedJob | None, seconds: float | None = None) -> list[Item] | None:
         """One slice of ``batch``'s job (``seconds``, default ``slice_seconds``): the batch again if unfinished,
-        None once delivered, failed or abandoned."""
+        None once delivered, failed or abandoned. The batch stays among the running ones until its tickets are
+        settled, so that a failure anywhere on the way (even in delivery) still fails them (``_die``)."""
         if job is None:
             return None
         if all(item.ticket.cancelled for item in batch):  # every client of this batch left: stop computing it
             self._end(batch)
             return None
+        seconds = self.slice_seconds if seconds is None else seconds
+        self._unit_began(batch, seconds)
         try:
-            if not job.run(self.slice_seconds if seconds is None else seconds):
-                self._jobs[id(batch)] = job
-                return batch
+            finished = job.run(seconds)
         except Exception as exc:  # noqa: BLE001 - isolated to the requests that cannot run
-            self._end(batch)
+            self._unit_ended(batch, None)
             self._recover(batch, exc, job.seconds)
+            self._end(batch)
             return None
-        self._end(batch)
+        self._unit_ended(batch, job if finished else None)
+        if not finished:
+            self._jobs[id(batch)] = job
+            return batch
         self._deliver(batch, job)
+        self._end(batch)
         return None
+
+    # ----- progress, for /health ------------------------------------------------------------------
+    def _unit_began(self, batch: list[Item], seconds: float) -> None:
+        """A unit of work starts: it should end within ``STALL_FACTOR`` times its expected time (a slice, or the
+        whole batch at the measured speed), and never sooner than ``STALL_FLOOR_SECONDS``."""
+        expected = seconds if math.isfinite(seconds) else (
+            self.seconds_per_token * sum(item.length for item in batch) if self.seconds_per_token else math.inf)
+        self.unit_budget = max(self.STALL_FLOOR_SECONDS, self.STALL_FACTOR * expected)
+        self.unit_started = time.monotonic()
+
+    def _unit_ended(self, batch: list[Item], job: EmbedJob | None) -> None:
+        self.unit_started = None
+        if job is not None and job.seconds > 0:  # a finished forward: its speed, for the next budgets
+            rate = job.seconds / max(1, sum(item.length for item in batch))
+            self.seconds_per_token = rate if self.seconds_per_token is None else max(
+                rate, 0.8 * self.seconds_per_token + 0.2 * rate)
+
+    @property
+    def stalled_seconds(self) -> float:
+        """How long the current unit of work has run past its budget (0 when on time or idle)."""
+        started = self.unit_started
+        return 0.0 if started is None else max(0.0, time.monotonic() - started - self.unit_budget)
 
     def _run_whole(self, batch: list[Item]) -> None:
         """Run ``batch`` to the end at once (interactive work, or a retry)."""
@@ -236,21 +279,36 @@ class ModelWorker:
         settle(ticket, error=InferenceFailed(f"inference failed for this batch: {type(exc).__name__}"))
 
     def _deliver(self, batch: list[Item], job: EmbedJob) -> None:
-        """Metrics first (so that a client reading them after its answer sees its batch), then the rows."""
+        """Metrics first (so that a client reading them after its answer sees its batch), then the rows. A request
+        whose rows cannot be delivered (a MemoryError allocating its result) fails alone."""
         self.last_batch_failed = False
         self.batches_run += 1
         self._observe(batch, job.seconds, failed=False, fallback=job.fell_back is not None, slices=job.slices)
         for position, item in enumerate(batch):
             ticket = item.ticket
-            if not ticket.cancelled and ticket.fill(item.index, job.result, position):
+            if ticket.cancelled:
+                continue
+            try:
+                complete = ticket.fill(item.index, job.result, position)
+            except Exception as exc:  # noqa: BLE001 - this request's answer is lost, not the others'
+                log.error("model %s: delivering a result failed: %s: %s", self.name, type(exc).__name__, exc)
+                self.queue.cancel(ticket)
+                settle(ticket, error=InferenceFailed(f"inference failed for this batch: {type(exc).__name__}"))
+                continue
+            if complete:
                 settle(ticket, ticket.results)
 
     def _observe(self, batch: list[Item], seconds: float, failed: bool, fallback: bool = False,
                  slices: int = 1) -> None:
-        if self.on_batch is not None:
+        """Tell the ``on_batch`` observer; an observer that raises is logged, never fails the batch."""
+        if self.on_batch is None:
+            return
+        try:
             tokens = sum(item.length for item in batch)
             padded = len(batch) * max(item.length for item in batch)
             self.on_batch(BatchStats(len(batch), tokens, padded, seconds, failed, fallback, slices))
+        except Exception:  # noqa: BLE001
+            log.exception("model %s: the batch observer failed", self.name)
 
     def _die(self, reason: str) -> None:
         """The thread is ending abnormally: refuse new work, fail all waiting and running requests at once."""
@@ -258,6 +316,7 @@ class ModelWorker:
         log.critical("model %s: worker thread died (%s); its waiting requests are failed", self.name, reason)
         error = ModelUnavailable(f"model '{self.name}' stopped working and is being reloaded; retry")
         tickets = self.queue.close(error) + [item.ticket for batch in self._running for item in batch]
+        self._running.clear()
         for ticket in {id(t): t for t in tickets}.values():
             settle(ticket, error=error)
         if self.on_death is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, CheckpointInfo, inspect_checkpoint
+from .cpu import CpuFeatures
 from .job import EmbedJob, one_step
 from .packed import PackedEncoder
 from .heads import DENSE, ONLY_DENSE, SCORE, TOKENS, ExtraHeads, packed_outputs, padded_outputs
@@ -65,7 +66,8 @@ class SentenceEncoder:
     """One checkpoint loaded for inference on the CPU."""
 
     def __init__(self, path: Path, pooling: str = "auto", num_threads: int | None = None,
-                 padding_free: bool = True, short_batch_copy_mb: int = 0, dtype: str = "float32"):
+                 padding_free: bool = True, short_batch_copy_mb: int = 0, dtype: str = "float32",
+                 cpu: CpuFeatures | None = None):
         import torch
         import transformers
         from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
@@ -112,7 +114,7 @@ class SentenceEncoder:
         self.text = TextTokenizer(self.tokenizer, self.context_length, self.info.do_lower_case)
         # Padding-free forward for BERT-style models (checked against the standard one), else None.
         self._packed = PackedEncoder.build(self.model, self._wants_token_types, self.pad_id,
-                                           short_batch_copy_mb * 2**20) if padding_free else None
+                                           short_batch_copy_mb * 2**20, cpu) if padding_free else None
         try:  # BGE-M3's sparse / ColBERT heads, when the folder has them
             self.extra = ExtraHeads.load(Path(path), int(self.model.config.hidden_size), self.tokenizer)
         except Exception as exc:  # noqa: BLE001 - one clear line

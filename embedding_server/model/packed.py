@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import Group, attend, attend_steps, plan_groups
+from .cpu import CpuFeatures, cpu_features
 from .dense import Dense, blocked_kernels_available, short_pass_padding, with_zero_rows
 from .pages import release_file_pages
 from .reranker import split_types
@@ -127,17 +128,19 @@ class PackedEncoder:
         return all(d.blocked is not None for layer in self.layers for d in layer.dense)
 
     @classmethod
-    def build(cls, model, wants_token_types: bool, pad_id: int, short_copy_bytes: int = 0) -> PackedEncoder | None:
+    def build(cls, model, wants_token_types: bool, pad_id: int, short_copy_bytes: int = 0,
+              cpu: CpuFeatures | None = None) -> PackedEncoder | None:
         """A packed forward for ``model`` if its structure allows one and it reproduces the standard
         forward on test batches; else None (the caller keeps the transformers forward).
 
-        With dense weights of at most ``short_copy_bytes``, short passes get oneDNN blocked copies.
+        With dense weights of at most ``short_copy_bytes``, short passes get oneDNN blocked copies, where the
+        ``cpu`` (default: this one's features) can make them for the weights' dtype.
         """
         reason = _supported(model)
         if reason is None:
             packed = cls(model, wants_token_types)
             if 0 < packed.dense_bytes <= short_copy_bytes and blocked_kernels_available():
-                packed._add_short_copies()
+                packed._add_short_copies(cpu or cpu_features())
             try:
                 reason = self_check(packed, model, pad_id)
             except Exception as exc:  # noqa: BLE001 - any failure means: keep the standard forward
@@ -147,16 +150,28 @@ class PackedEncoder:
         log.info("padding-free forward not used for %s: %s", type(model).__name__, reason)
         return None
 
-    def _add_short_copies(self) -> None:
+    def _add_short_copies(self, cpu: CpuFeatures) -> None:
+        """Blocked copies of every dense weight if the CPU allows them for their dtype and they check out; else
+        none (a kernel that refuses despite the probe falls back the same way). One log line says which."""
+        dtype = self.layers[0].qkv.weight.dtype
+        if dtype == torch.bfloat16 and not cpu.bf16_blocked_weights:
+            log.info("short-batch weight copies not made: this CPU cannot reorder bfloat16 weights for oneDNN "
+                     "(needs avx_ne_convert, or avx512bw, avx512vl and avx512dq); short passes use the default "
+                     "product")
+            return
         try:
             for layer in self.layers:
                 for dense in layer.dense:
                     dense.add_blocked_copy()
         except RuntimeError as exc:
-            log.info("short-batch weight copies not used: %s", exc)
+            log.info("short-batch weight copies not used (%s): %s", str(dtype).removeprefix("torch."),
+                     " ".join(str(exc).split())[:300])
             for layer in self.layers:
                 for dense in layer.dense:
                     dense.blocked = None
+            return
+        log.info("short-batch weight copies made (%s, %.0f MB)", str(dtype).removeprefix("torch."),
+                 self.dense_bytes / 2**20)
 
     def forward(self, batch: list[list[int]], slicing: Slicing = WHOLE) -> torch.Tensor:
         """Last hidden state of every real token: (sum of lengths, hidden), sequences in ``batch`` order."""

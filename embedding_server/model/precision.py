@@ -9,7 +9,6 @@ padding-free forward, pooling and normalisation; responses are float32 vectors.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,21 +16,6 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-_NATIVE_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
-    """The CPU flag that gives native bf16 products (``amx_bf16``, ``avx512_bf16``), or None."""
-    try:
-        flags = next((line.partition(":")[2].split() for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    found = next((flag for flag in _NATIVE_FLAGS if flag in flags), None)
-    if found is None and not flags:  # no /proc/cpuinfo: ask torch
-        probe = getattr(getattr(torch._C, "_cpu", None), "_is_avx512_bf16_supported", None)
-        found = "avx512_bf16" if probe is not None and probe() else None
-    return found
 
 
 def resolve_dtype(requested: str, native: str | None) -> tuple[str, str]:

@@ -22,7 +22,15 @@ import torch
 from .checkpoint import CheckpointError
 from .file_weights import float32_tensors
 
-ACTIVATIONS = {"sigmoid": torch.sigmoid, "identity": lambda x: x, "tanh": torch.tanh}
+# CrossEncoder's activations of the logits, in numpy (float32: what torch computes, without a torch call per request)
+ACTIVATIONS = {"sigmoid": lambda x: (1.0 / (1.0 + np.exp(-x))).astype(np.float32),
+               "identity": lambda x: x, "tanh": lambda x: np.tanh(x).astype(np.float32)}
+
+
+def activate(name: str, logits: np.ndarray) -> np.ndarray:
+    """The scores ``CrossEncoder.predict`` gives for ``logits`` with its activation ``name`` (see activation_of)."""
+    with np.errstate(over="ignore"):  # exp(-x) of a very negative logit is inf: the score is then 0, as torch's
+        return ACTIVATIONS[name](np.asarray(logits, np.float32))
 
 
 def with_types(ids: list[int], types: list[int] | None, rows: int) -> list[int]:

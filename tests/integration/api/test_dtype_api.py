@@ -3,6 +3,8 @@ and /metrics report, and bf16 vectors stay close to float32's."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -39,3 +41,17 @@ def test_dtype_settings_are_checked():
             Settings(model_dtypes=bad)
     with pytest.raises(ValidationError):
         Settings(dtype="float16")
+
+
+def test_auto_and_bfloat16_on_each_kind_of_cpu(make_client, tiny_models_dir, cpu, caplog):
+    """``auto`` is bfloat16 only with native bf16; ``bfloat16`` serves on any CPU (emulated, with a warning)."""
+    auto = make_client(models_dir=tiny_models_dir, model="tiny-bert", dtype="auto", cpu_features=cpu.mode)
+    want = "bfloat16" if cpu.native_bf16 else "float32"
+    assert auto.get("/info").json()["model_dtype"] == want
+    with caplog.at_level(logging.WARNING, logger="embedding_server.engine.engine"):
+        bf16 = make_client(models_dir=tiny_models_dir, model="tiny-bert", dtype="bfloat16", cpu_features=cpu.mode)
+    assert bf16.get("/info").json()["model_dtype"] == "bfloat16"
+    assert ("emulated" in caplog.text) == (cpu.native_bf16 is None)
+    texts = ["the quick brown fox", "vector search engines"]
+    got = [np.asarray(c.post("/api/embed", json={"input": texts}).json()["embeddings"]) for c in (auto, bf16)]
+    assert (got[0] * got[1]).sum(1).min() >= 0.999

@@ -4,16 +4,19 @@ any CPU (without native bf16, slowly)."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 
-from embedding_server.model.dense import blocked_kernels_available
+from embedding_server.model.cpu import CpuFeatures, cpu_features, read_flags
+from embedding_server.model.dense import Dense, blocked_kernels_available
 from embedding_server.model.encoder import SentenceEncoder
 from embedding_server.model.heads import COLBERT, DENSE, SPARSE
 from embedding_server.model.file_weights import FileBackedEmbedding
 from embedding_server.model.pages import _file_mappings
-from embedding_server.model.precision import Float32LayerNorm, native_bf16, resolve_dtype
+from embedding_server.model.precision import Float32LayerNorm, resolve_dtype
 from tests.unit.model.test_m3_heads import FOLDER as M3_FOLDER
 from tests.unit.model.test_m3_heads import REFERENCE as M3_REFERENCE
 
@@ -74,9 +77,43 @@ def test_sliced_bf16_forward_equals_the_whole_one(tiny_models_dir):
 
 
 @pytest.mark.skipif(not blocked_kernels_available(), reason="this torch build has no oneDNN prepacked-linear ops")
-def test_short_batch_copies_in_bf16(tiny_models_dir):
-    bf16 = SentenceEncoder(tiny_models_dir / "tiny-bert", dtype="bfloat16", short_batch_copy_mb=64)
-    assert bf16._packed.short_batch_copy, "bf16 blocked copies should be made (and checked) like float32 ones"
+def test_bf16_short_batch_copies_where_the_cpu_can_make_them_and_the_same_vectors_everywhere(tiny_models_dir, cpu,
+                                                                                              caplog):
+    """With avx512bw/vl/dq (or avx_ne_convert) bf16 blocked copies are made and checked like float32 ones; without,
+    none are made, the load says so once, and the default product gives the same vectors."""
+    with caplog.at_level(logging.INFO, logger="embedding_server.model.packed"):
+        bf16 = SentenceEncoder(tiny_models_dir / "tiny-bert", dtype="bfloat16", short_batch_copy_mb=64, cpu=cpu)
+    assert bf16._packed.short_batch_copy == cpu.bf16_blocked_weights
+    said = [r.getMessage() for r in caplog.records if "short-batch weight copies" in r.getMessage()]
+    assert len(said) == 1 and ("copies made" in said[0]) == cpu.bf16_blocked_weights, said
+    plain = SentenceEncoder(tiny_models_dir / "tiny-bert", dtype="bfloat16", cpu=cpu)
+    assert _cosines(bf16.embed(bf16.tokenize(TEXTS)), plain.embed(plain.tokenize(TEXTS))).min() >= 0.9999
+
+
+@pytest.mark.skipif(not blocked_kernels_available(), reason="this torch build has no oneDNN prepacked-linear ops")
+def test_the_bf16_reorder_probe_tells_the_truth_about_this_cpu():
+    """The probe answers yes exactly where oneDNN's bf16 reorder works on this machine (AVX2-only: it raises)."""
+    weight = torch.randn(16, 8).to(torch.bfloat16)
+    try:
+        Dense(weight, torch.zeros(16, dtype=torch.bfloat16)).add_blocked_copy()
+        works = True
+    except RuntimeError:
+        works = False
+    assert works == cpu_features().bf16_blocked_weights, cpu_features().describe()
+
+
+def test_a_kernel_that_refuses_despite_the_probe_falls_back_at_load(tiny_models_dir, monkeypatch, caplog):
+    """A CPU the probe misjudges: the reorder raises, the load still succeeds without copies, same vectors."""
+    said_yes = CpuFeatures(frozenset({"avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq"}))
+
+    def refuses(self):
+        raise RuntimeError("mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx_ne_convert or avx512bw")
+
+    monkeypatch.setattr(Dense, "add_blocked_copy", refuses)
+    with caplog.at_level(logging.INFO, logger="embedding_server.model.packed"):
+        bf16 = SentenceEncoder(tiny_models_dir / "tiny-bert", dtype="bfloat16", short_batch_copy_mb=64, cpu=said_yes)
+    assert bf16.padding_free and not bf16._packed.short_batch_copy
+    assert "short-batch weight copies not used (bfloat16): mkldnn_reorder_linear_weight" in caplog.text
     plain = SentenceEncoder(tiny_models_dir / "tiny-bert", dtype="bfloat16")
     assert _cosines(bf16.embed(bf16.tokenize(TEXTS)), plain.embed(plain.tokenize(TEXTS))).min() >= 0.9999
 
@@ -102,9 +139,18 @@ def test_dtype_resolution_and_cpu_detection(tmp_path):
     assert dtype == "bfloat16" and "emulated" in why
     assert resolve_dtype("float32", "amx_bf16") == ("float32", "requested")
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n")
-    assert native_bf16(cpuinfo) == "avx512_bf16"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512vl avx512dq avx512_bf16\n")
+    zen4 = CpuFeatures(read_flags(cpuinfo))
+    assert zen4.native_bf16 == "avx512_bf16" and zen4.bf16_blocked_weights
+    assert zen4.narrowed().native_bf16 is None and not zen4.narrowed().bf16_blocked_weights
+    assert "avx2" in zen4.narrowed().flags and "EMBED_CPU_FEATURES=avx2" in zen4.narrowed().describe()
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 amx_tile amx_bf16 avx512f\n")
-    assert native_bf16(cpuinfo) == "amx_bf16"
+    assert CpuFeatures(read_flags(cpuinfo)).native_bf16 == "amx_bf16"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx_ne_convert\n")
+    assert CpuFeatures(read_flags(cpuinfo)).bf16_blocked_weights  # Intel's AVX2 cores with AVX-NE-CONVERT
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
-    assert native_bf16(cpuinfo) is None
+    epyc_avx2 = CpuFeatures(read_flags(cpuinfo))
+    assert epyc_avx2.native_bf16 is None and not epyc_avx2.bf16_blocked_weights
+    assert cpu_features("avx2").flags <= cpu_features("detect").flags
+    with pytest.raises(ValueError):
+        cpu_features("avx512")
