@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
-import time
 
 import httpx
 import numpy as np
@@ -17,13 +16,11 @@ from embedding_server.engine.engine import Engine
 from embedding_server.model.encoder import SentenceEncoder
 from embedding_server.settings import Settings
 from tests.integration.api.test_observability_api import scrape, value
+from tests.support.wait import wait_until
 
 
-def wait_for(predicate, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
+def wait_healthy(client: TestClient) -> None:
+    wait_until(lambda: client.get("/health").status_code == 200, timeout=60, what="/health 200")
 
 
 class WorkerKilled(BaseException):
@@ -58,7 +55,7 @@ def test_a_dead_worker_fails_waiting_requests_in_their_dialect_and_the_model_is_
 
     app = create_app(settings, engine=Engine(settings, encoder_factory=factory))
     with TestClient(app) as client:
-        wait_for(lambda: client.get("/health").status_code == 200)
+        wait_healthy(client)
         before = client.post("/api/embed", json={"model": "tiny-bert", "input": "still the same"}).json()
         first = made[0]
         first.kill, first.entered = True, threading.Event()
@@ -86,7 +83,7 @@ def test_a_dead_worker_fails_waiting_requests_in_their_dialect_and_the_model_is_
         health = client.get("/health")
         assert health.status_code == 503 and health.json() == {"status": "reloading"}
         load_gate.set()
-        wait_for(lambda: client.get("/health").status_code == 200)
+        wait_healthy(client)
         after = client.post("/api/embed", json={"model": "tiny-bert", "input": "still the same"})
         assert after.status_code == 200 and after.json()["embeddings"] == before["embeddings"]
         assert len(made) == 2
@@ -103,7 +100,7 @@ def test_a_raising_padding_free_forward_is_redone_and_counted(tiny_models_dir, m
 
     app = create_app(settings, engine=Engine(settings, encoder_factory=factory))
     with TestClient(app) as client:
-        wait_for(lambda: client.get("/health").status_code == 200)
+        wait_healthy(client)
         body = {"model": "tiny-bert", "input": ["one sentence", "and another one"]}
         good = client.post("/api/embed", json=body).json()["embeddings"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import httpx
 import numpy as np
@@ -14,6 +13,7 @@ from embedding_server.app import create_app
 from embedding_server.engine.engine import Engine
 from embedding_server.model.encoder import SentenceEncoder
 from embedding_server.settings import Settings
+from tests.support.wait import wait_until, wait_until_async
 
 
 class GatedEncoder:
@@ -55,11 +55,11 @@ def gated_client(models_dir, gate=None, **settings) -> tuple[TestClient, dict]:
     return TestClient(app), made
 
 
-def wait_for(predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
+HELD = 15  # seconds to wait for what happens while a forward is held: under the 30 s after which it goes ahead
+
+
+def healthy(client: TestClient) -> bool:
+    return client.get("/health").status_code == 200
 
 
 def test_health_is_503_until_default_model_loaded(tiny_models_dir):
@@ -69,14 +69,14 @@ def test_health_is_503_until_default_model_loaded(tiny_models_dir):
         assert client.get("/health").status_code == 503
         assert client.get("/ready").status_code == 503
         gate.set()
-        wait_for(lambda: client.get("/health").status_code == 200)
+        wait_until(lambda: healthy(client), timeout=30, what="/health 200")
         assert client.get("/ready").json() == {"status": "ready"}
 
 
 def test_failed_batch_is_500_without_internals_and_server_recovers(tiny_models_dir):
     client, made = gated_client(tiny_models_dir)
     with client:
-        wait_for(lambda: client.get("/health").status_code == 200)
+        wait_until(lambda: healthy(client), timeout=30, what="/health 200")
         made["tiny-bert"].fail = True
         for path, body in (("/api/embed", {"input": "x"}), ("/v1/embeddings", {"input": "x"})):
             r = client.post(path, json={"model": "tiny-bert", **body})
@@ -89,22 +89,13 @@ def test_failed_batch_is_500_without_internals_and_server_recovers(tiny_models_d
         assert client.get("/ready").status_code == 200
 
 
-async def until(predicate, what: str, timeout: float = 15) -> None:
-    """Poll ``predicate`` on the event loop (which the app shares) until true, or fail after ``timeout`` s
-    (less than the 30 s after which a held forward goes ahead anyway)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 def test_disconnected_client_work_is_dropped(tiny_models_dir):
     """A request whose client leaves while queued never reaches the model: the worker is held inside the
     forward of a first request, a second (50 inputs) queues behind it, its client leaves, and its 50
     inputs leave the queue without ever being embedded."""
     client, made = gated_client(tiny_models_dir)
     with client:
-        wait_for(lambda: client.get("/health").status_code == 200)
+        wait_until(lambda: healthy(client), timeout=30, what="/health 200")
         enc = made["tiny-bert"]
         enc.forward_gate.clear()  # the worker blocks inside its next forward
         enc.forward_started.clear()
@@ -115,12 +106,14 @@ def test_disconnected_client_work_is_dropped(tiny_models_dir):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as ac:
                 blocker = asyncio.create_task(ac.post("/api/embed", json={"model": "tiny-bert", "input": "first"}))
-                await until(enc.forward_started.is_set, "the first request's forward to start")
+                await wait_until_async(enc.forward_started.is_set, HELD, what="the first request's forward to start")
                 assert worker.queued_inputs == 0 and enc.embedded_inputs == 0
                 leaver = asyncio.create_task(ac.post("/api/embed", json={"model": "tiny-bert", "input": ["x"] * 50}))
-                await until(lambda: worker.queued_inputs == 50, "the second request's 50 inputs to be queued")
+                await wait_until_async(lambda: worker.queued_inputs == 50, HELD,
+                                       what="the second request's 50 inputs to be queued")
                 leaver.cancel()  # the client goes away
-                await until(lambda: worker.queued_inputs == 0, "the departed client's inputs to leave the queue")
+                await wait_until_async(lambda: worker.queued_inputs == 0, HELD,
+                                       what="the departed client's inputs to leave the queue")
                 assert not blocker.done() and enc.embedded_inputs == 0  # the worker is still in the first forward
                 enc.forward_gate.set()
                 assert (await blocker).status_code == 200

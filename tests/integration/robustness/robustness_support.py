@@ -12,7 +12,6 @@ import select
 import socket
 import struct
 import termios
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -282,17 +281,6 @@ def server_errors(base: str) -> dict[tuple[str, str], float]:
         if s.name == "embed_http_requests_total" and s.labels.get("status", "").startswith("5") and s.value:
             out[(s.labels["route"], s.labels["status"])] = s.value
     return out
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.02, what: str = "condition") -> float:
-    """Poll ``predicate`` until true; returns the seconds it took. Raises AssertionError on timeout."""
-    started = time.monotonic()
-    while True:
-        if predicate():
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 _WORDS = ["river", "mountain", "engine", "signal", "library", "market", "window", "garden", "theory", "channel", "protocol", "harvest", "lantern", "orbit", "pattern", "quartz", "ribbon", "summit", "thunder", "velvet", "whisper", "anchor", "beacon", "canvas", "dialect", "ember", "fabric", "glacier", "harbor", "island", "jungle", "kernel", "ledger", "meadow", "needle", "oracle", "pepper", "quiver", "rocket", "saddle"]

@@ -28,8 +28,8 @@ from tests.integration.robustness.robustness_support import (
     scrape,
     sentences,
     server_errors,
-    wait_until,
 )
+from tests.support.wait import wait_until
 
 MAX_BATCH = Settings().max_batch_size  # as the server reads it (EMBED_MAX_BATCH_SIZE): most inputs per forward
 OCCUPY = 128  # inputs of the request that keeps the worker busy: ~200 tokens each, so seconds of work

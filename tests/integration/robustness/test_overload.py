@@ -33,8 +33,8 @@ from tests.integration.robustness.robustness_support import (
     reference_vector,
     sentences,
     server_errors,
-    wait_until,
 )
+from tests.support.wait import wait_until
 
 MAX_QUEUED = 64
 BIG = 2048  # inputs of the request that fills the worker (admitted: the queue was empty when it came)

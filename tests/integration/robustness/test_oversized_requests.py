@@ -30,8 +30,8 @@ from tests.integration.robustness.robustness_support import (
     reference_vector,
     server_read_everything,
     vectors_of,
-    wait_until,
 )
+from tests.support.wait import wait_until
 
 MIB = 1024 * 1024
 
