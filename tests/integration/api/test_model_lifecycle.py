@@ -8,11 +8,14 @@ import asyncio
 import shutil
 import time
 
+import httpx
+import numpy as np
 import pytest
 
 from embedding_server.engine.heap import resident_bytes
 from embedding_server.engine.registry import ModelRegistry
 from tests.support.checkpoints import make_tiny_bert, make_tiny_xlmr
+from tests.support.wait import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +31,9 @@ def loaded(client) -> dict[str, str]:
     return {m["name"].removesuffix(":latest"): m["expires_at"] for m in client.get("/api/ps").json()["models"]}
 
 
-def wait_until(condition, timeout: float = 10.0) -> None:
-    """Poll ``condition`` (the expiry runs on the server's own clock) until true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
+def wait_unloaded(client, name: str) -> None:
+    """Until /api/ps no longer lists ``name`` (the expiry runs on the server's own clock)."""
+    wait_until(lambda: name not in loaded(client), timeout=60, what=f"{name} to be unloaded")
 
 
 def embed(client, model: str, **extra):
@@ -51,10 +51,10 @@ def test_keep_alive_zero_duration_and_negative(make_client, models):
     embed(c, "c", keep_alive="1s")
     expires = loaded(c)["c"]
     assert expires.startswith(time.strftime("%Y-%m-%dT", time.gmtime(started)))
-    wait_until(lambda: "c" not in loaded(c))
+    wait_unloaded(c, "c")
     assert time.time() - started >= 0.9  # not before its keep_alive ran out
     embed(c, "b", keep_alive=0)
-    wait_until(lambda: "b" not in loaded(c))
+    wait_unloaded(c, "b")
     embed(c, "c")  # the default keep_alive (EMBED_KEEP_ALIVE, 5 minutes)
     assert 290 < _seconds_until(loaded(c)["c"]) <= 300
     assert set(loaded(c)) == {"a", "c"} and {m["name"] for m in c.get("/api/tags").json()["models"]} >= {
@@ -113,9 +113,11 @@ def test_a_folder_copied_in_is_served_and_a_removed_one_leaves(make_client, mode
     assert c.post("/api/embed", json={"model": "new", "input": "x"}).status_code == 404
     shutil.copytree(models / "b", tmp_path / "new")
     embed(c, "new", keep_alive=0)
-    wait_until(lambda: "new" not in loaded(c))
+    wait_unloaded(c, "new")
     shutil.rmtree(tmp_path / "new")
-    assert "new:latest" not in {m["name"] for m in c.get("/api/tags").json()["models"]}
+    # Gone from /api/tags once its unload has finished (/api/ps stops listing it as the unload begins).
+    wait_until(lambda: "new:latest" not in {m["name"] for m in c.get("/api/tags").json()["models"]}, timeout=60,
+               what="the removed folder to leave /api/tags")
     assert c.post("/api/embed", json={"model": "new", "input": "x"}).status_code == 404
 
 
@@ -125,7 +127,7 @@ def test_generate_chat_pull_and_unsupported_routes(make_client, models):
     assert r["done"] is True and r["done_reason"] == "load" and r["response"] == "" and "b" in loaded(c)
     r = c.post("/api/chat", json={"model": "b", "messages": [], "keep_alive": 0}).json()
     assert r["done_reason"] == "unload" and r["message"] == {"role": "assistant", "content": ""}
-    wait_until(lambda: "b" not in loaded(c))
+    wait_unloaded(c, "b")
     for path, body in (("/api/generate", {"model": "b", "prompt": "hi"}),
                        ("/api/chat", {"model": "b", "messages": [{"role": "user", "content": "hi"}]})):
         r = c.post(path, json=body)
@@ -145,21 +147,38 @@ def test_generate_chat_pull_and_unsupported_routes(make_client, models):
 def test_unloading_the_default_model_keeps_health_ok(make_client, models):
     c = make_client(models_dir=models, model="a")
     c.post("/api/generate", json={"model": "a", "keep_alive": 0})
-    wait_until(lambda: "a" not in loaded(c))
+    wait_unloaded(c, "a")
     assert c.get("/health").status_code == 200
     embed(c, "a")
     assert loaded(c)["a"] == "2318-01-01T00:00:00Z"
 
 
 def test_concurrent_first_requests_share_one_load(make_client, models):
+    """Five requests for a model not loaded yet, all sent before any is answered: the model is loaded once (the
+    engine calls its on_load observer once per load), and all five get the vector a later request gets."""
     c = make_client(models_dir=models, model="a")
     engine, loads = c.app.state.engine, []
-    original = engine._load
-    engine._load = lambda entry: (loads.append(entry.name), original(entry))[1]
+    observer = engine.on_load  # the app's metrics: still called
+
+    def counting(name: str, seconds: float) -> None:
+        loads.append(name)
+        if observer is not None:
+            observer(name, seconds)
+
+    engine.on_load = counting
+    assert "b" not in loaded(c)
 
     async def five():
-        from embedding_server.engine.types import EmbedRequest
-        return await asyncio.gather(*(engine.embed(EmbedRequest("b", ["x"])) for _ in range(5)))
+        transport = httpx.ASGITransport(app=c.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as ac:
+            return await asyncio.gather(*(ac.post("/api/embed", json={"model": "b", "input": "hello world"})
+                                          for _ in range(5)))
 
-    results = c.portal.call(five)
-    assert loads == ["b"] and len(results) == 5
+    answers = c.portal.call(five)
+    assert loads == ["b"]
+    assert [r.status_code for r in answers] == [200] * 5, [r.text for r in answers]
+    later = embed(c, "b").json()
+    assert later["load_duration"] == 0 and loads == ["b"]  # resident: no second load
+    for r in answers:
+        assert r.json()["prompt_eval_count"] == later["prompt_eval_count"]
+        assert np.allclose(r.json()["embeddings"], later["embeddings"], atol=1e-6)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import time
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -63,10 +65,13 @@ def test_truncation_default_and_refusal(client):
     assert embed(client, input="short enough", truncate=False).status_code == 200
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b"42"])
-def test_bad_bodies_are_400(client, raw):
+@pytest.mark.parametrize("raw", [b"{not json", b"{", b"\xff\xfe{}", b'{"model": "all-minilm-l6-v2", "input": "x"} etc',
+                                 b'{"model": "all-minilm-l6-v2", "input": "x"}{"input": "y"}'])
+def test_bodies_that_are_not_json_are_400_invalid_json(client, raw):
+    """Unparseable, not UTF-8, or JSON followed by anything: one message, in Ollama's error shape."""
     r = client.post("/api/embed", content=raw)
-    assert r.status_code == 400 and isinstance(r.json()["error"], str)
+    assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+    assert r.json() == {"error": "invalid JSON in request body"}
 
 
 def test_null_body_is_an_empty_request_as_in_go(client):
@@ -145,6 +150,8 @@ def test_legacy_wrong_json_types(client, body, message):
     (b"", "missing request body"),
     (b"[1, 2]", "json: cannot unmarshal array into Go value of type api.EmbedRequest"),
     (b'"x"', "json: cannot unmarshal string into Go value of type api.EmbedRequest"),
+    (b"42", "json: cannot unmarshal number into Go value of type api.EmbedRequest"),
+    (b"true", "json: cannot unmarshal bool into Go value of type api.EmbedRequest"),
     (b'{"model": "all-minilm-l6-v2", "input": "x", "dimensions": 1.50}',
      "json: cannot unmarshal number 1.50 into Go struct field EmbedRequest.dimensions of type int"),
 ])
@@ -153,21 +160,59 @@ def test_bodies_go_refuses(client, raw, message):
     assert r.status_code == 400 and r.json() == {"error": message}
 
 
-def test_what_ollama_clients_send_still_works(client):
-    """Keys in any case (Go matches them case-insensitively), keep_alive numbers and durations, nulls."""
-    for extra in [{"keep_alive": 300}, {"keep_alive": -1}, {"keep_alive": "5m"}, {"keep_alive": "-1s"},
-                  {"keep_alive": None, "options": None, "truncate": None, "dimensions": None},
-                  {"options": {"num_ctx": None, "temperature": 0.0}}, {"dimensions": 0}, {"truncate": True}]:
-        r = embed(client, input=["x"], **extra)
-        assert r.status_code == 200 and len(r.json()["embeddings"][0]) == 384, (extra, r.text)
+def same_answer(got, want) -> None:
+    """Two /api/embed answers for the same texts: same model echoed, token count and vectors."""
+    assert got.status_code == 200, got.text
+    got, want = got.json(), want.json()
+    assert got["model"] == want["model"] and got["prompt_eval_count"] == want["prompt_eval_count"] > 0
+    assert np.allclose(got["embeddings"], want["embeddings"], atol=1e-6)
+
+
+@pytest.mark.parametrize("extra", [
+    {"keep_alive": 300}, {"keep_alive": -1}, {"keep_alive": "5m"}, {"keep_alive": "-1s"},
+    {"keep_alive": None, "options": None, "truncate": None, "dimensions": None},
+    {"options": {"num_ctx": None, "temperature": 0.0}}, {"dimensions": 0}, {"truncate": True},
+], ids=["keep_alive-300", "keep_alive--1", "keep_alive-5m", "keep_alive--1s", "nulls", "options", "dimensions-0",
+        "truncate-true"])
+def test_what_ollama_clients_send_is_answered_as_the_plain_request(client, extra):
+    """keep_alive numbers and durations, nulls, options, ``dimensions: 0`` (Go's zero value: unset) and
+    ``truncate: true`` change nothing in the answer: the plain request's vectors and token count."""
+    plain = embed(client, input=["x", "The quick brown fox"])
+    same_answer(embed(client, input=["x", "The quick brown fox"], **extra), plain)
+    embed(client, input="x")  # the default model's keep_alive back to its default (for ever) for the next tests
+    assert loaded_expiry(client, MODEL) == FOR_EVER
+
+
+def test_keys_match_in_any_case_as_in_go(client):
+    """Go's decoder matches JSON keys to fields case-insensitively: Model, INPUT and Dimensions are read."""
     r = client.post("/api/embed", json={"Model": MODEL, "INPUT": ["x", "y"], "Dimensions": 8})
-    assert r.status_code == 200 and np.array(r.json()["embeddings"]).shape == (2, 8)
+    same_answer(r, embed(client, input=["x", "y"], dimensions=8))
+    assert np.array(r.json()["embeddings"]).shape == (2, 8)
 
 
-def test_options_with_nulls_and_keep_alive_are_ignored(client):
-    r = embed(client, input="x", options={"temperature": None, "num_ctx": 2048, "made_up": [1]}, keep_alive=-1)
-    assert r.status_code == 200 and len(r.json()["embeddings"]) == 1
-    assert embed(client, input="x", options=None, keep_alive="5m", truncate=None).status_code == 200
+FOR_EVER = "2318-01-01T00:00:00Z"  # Ollama's expires_at for a model that never expires
+
+
+def loaded_expiry(client, name: str) -> str | None:
+    return next((m["expires_at"] for m in client.get("/api/ps").json()["models"] if m["name"] == f"{name}:latest"),
+                None)
+
+
+def test_options_are_ignored_and_keep_alive_sets_the_expiry(client):
+    """``options`` (null values, unknown keys) change nothing; ``keep_alive`` is Ollama's: -1 keeps the model for
+    ever, a duration sets /api/ps's expires_at that long after the request."""
+    plain = embed(client, input="x")
+    same_answer(embed(client, input="x", options={"temperature": None, "num_ctx": 2048, "made_up": [1]}), plain)
+    same_answer(embed(client, input="x", options=None, truncate=None), plain)
+    tiny = {"model": "tiny-bert", "input": "x"}
+    for keep_alive in (-1, "-1s"):
+        assert client.post("/api/embed", json={**tiny, "keep_alive": keep_alive}).status_code == 200
+        assert loaded_expiry(client, "tiny-bert") == FOR_EVER
+    sent = time.time()
+    assert client.post("/api/embed", json={**tiny, "keep_alive": "7m"}).status_code == 200
+    expires = datetime.fromisoformat(loaded_expiry(client, "tiny-bert").replace("Z", "+00:00")).timestamp()
+    assert sent + 420 - 1 <= expires <= time.time() + 420 + 1  # 7 minutes after the request (second precision)
+    client.post("/api/embed", json=tiny)  # back to the default keep_alive
 
 
 def test_dimensions_keep_first_components_renormalised(client):
@@ -187,10 +232,15 @@ def test_names_tags_and_aliases_resolve_to_same_model(client, name):
     assert r.status_code == 200 and np.allclose(r.json()["embeddings"], ref, atol=1e-6)
 
 
-def test_no_content_type_is_read_as_json_like_ollama(client):
-    r = client.post("/api/embed", content=b'{"model": "all-minilm-l6-v2", "input": "curl -d"}',
-                    headers={"content-type": "application/x-www-form-urlencoded"})
-    assert r.status_code == 200 and len(r.json()["embeddings"]) == 1
+@pytest.mark.parametrize("headers", [{}, {"content-type": "application/x-www-form-urlencoded"},
+                                     {"content-type": "text/plain"}, {"content-type": "application/json"}],
+                         ids=["none", "curl-d", "text", "json"])
+def test_body_read_as_json_whatever_the_content_type_like_ollama(client, headers):
+    """Ollama reads every body as JSON: ``curl -d`` sends form-urlencoded, some clients send none at all."""
+    raw = b'{"model": "all-minilm-l6-v2", "input": ["curl -d", "sent as a form"]}'
+    r = client.post("/api/embed", content=raw, headers=headers)
+    same_answer(r, embed(client, input=["curl -d", "sent as a form"]))
+    assert len(r.json()["embeddings"]) == 2
 
 
 def test_legacy_embeddings(client):

@@ -54,8 +54,11 @@ def test_model_is_optional_and_can_be_named(client):
 @pytest.mark.parametrize("headers", [{}, {"content-type": "text/plain"}, {"content-type": "application/json"}])
 def test_body_read_as_json_whatever_the_content_type(client, headers):
     """``requests.post(url, data=json.dumps(body))`` sends no content type at all."""
-    r = client.post("/embeddings", content=json.dumps({"texts": ["a", "b"]}), headers=headers)
-    assert r.status_code == 200 and r.json()["count"] == 2
+    r = client.post("/embeddings", content=json.dumps({"texts": TEXTS, "normalize": False}), headers=headers)
+    assert r.status_code == 200 and r.json()["count"] == 3
+    as_json = client.post("/embeddings", json={"texts": TEXTS, "normalize": False}).json()["embeddings"]
+    assert np.allclose(r.json()["embeddings"], as_json, atol=1e-6)  # the body's fields were all read
+    assert not np.allclose(np.linalg.norm(as_json, axis=1), 1.0, atol=1e-2)
 
 
 def test_empty_texts_is_a_clear_400(client):

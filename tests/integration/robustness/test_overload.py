@@ -22,6 +22,7 @@ from tests.integration.robustness.robustness_support import (
     OLLAMA,
     OPENAI,
     PROBE_TEXT,
+    answer_pending,
     assert_ollama_error,
     assert_openai_error,
     assert_serving,
@@ -77,7 +78,8 @@ def refused(server, path: str) -> tuple[httpx.Response, float]:
 
 
 def test_busy_server_refuses_at_once_in_each_dialect(server):
-    with Backlog(server):
+    """Every refusal is answered while the backlog is still queued and unanswered: none waited for it."""
+    with Backlog(server) as backlog:
         results: dict[str, list] = {OLLAMA: [], OPENAI: [], LEGACY: []}
 
         def client(path):
@@ -89,7 +91,7 @@ def test_busy_server_refuses_at_once_in_each_dialect(server):
         for t in threads:
             t.join(120)
         depth = queue_depth(server.base)
-        assert depth > MAX_QUEUED, "the backlog finished too early to observe refusals"
+        assert depth > MAX_QUEUED and answer_pending(backlog.sock), "a refusal waited for the backlog"
         slowest = 0.0
         for path, answers in results.items():
             assert len(answers) == 4
@@ -104,7 +106,6 @@ def test_busy_server_refuses_at_once_in_each_dialect(server):
                     assert msg.startswith("server busy") and f"max_queued_inputs={MAX_QUEUED}" in msg
                 assert r.headers["retry-after"].isdigit() and int(r.headers["retry-after"]) >= 1
         print(f"\n[overload] 12 refusals while {depth:.0f} inputs were queued; slowest refusal {slowest:.2f}s")
-        assert slowest < 3.0, "refusals must come at once, not after waiting for the backlog"
         # Light routes stay open while the model is saturated.
         assert httpx.get(server.base + "/health", timeout=10).status_code == 200
         assert httpx.get(server.base + "/v1/models", timeout=10).status_code == 200
@@ -160,7 +161,16 @@ def test_ollama_client_surfaces_server_busy(server):
 
 
 def test_a_request_larger_than_the_queue_is_served_when_idle(server):
-    """The limit bounds waiting work, not request size: with an empty queue, 200 inputs (> 64) are served."""
+    """The limit bounds waiting work, not request size: with an empty queue, 200 inputs (> 64) are served, each
+    with the vector and token count it gets in requests under the limit."""
     texts = sentences(200, 8, "idle")
+    assert queue_depth(server.base) == 0
     r = httpx.post(server.base + OLLAMA, json={"model": MODEL, "input": texts}, timeout=600)
-    assert r.status_code == 200 and len(r.json()["embeddings"]) == 200
+    assert r.status_code == 200, r.text[:300]
+    parts = [httpx.post(server.base + OLLAMA, json={"model": MODEL, "input": texts[i:i + 50]}, timeout=120)
+             for i in range(0, len(texts), 50)]  # 50 < MAX_QUEUED: admitted one after another
+    assert [p.status_code for p in parts] == [200] * 4
+    whole = np.asarray(r.json()["embeddings"], dtype=np.float64)
+    assert whole.shape == (200, 384)
+    assert np.allclose(whole, np.concatenate([p.json()["embeddings"] for p in parts]), atol=1e-5)
+    assert r.json()["prompt_eval_count"] == sum(p.json()["prompt_eval_count"] for p in parts) > 200
