@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,26 +43,21 @@ FIVE_MB_PROSE = ("Embedding servers must stay calm when a client sends far too m
 
 
 @pytest.mark.parametrize("path", [OLLAMA, OPENAI, LEGACY])
-def test_five_megabyte_string_is_truncated_fast(path, bad_server, http):
-    """One 5 MB string: 200, cut to the 256-token context, as fast as a normal 256-token request (the
-    tokenizer only looks at a prefix), and equal to the vector of a prefix that already fills the context."""
+def test_five_megabyte_string_is_cut_to_the_context(path, bad_server, http):
+    """One 5 MB string: 200, cut to the 256-token context, and equal to the vector of a prefix that already fills
+    the context. (That only a prefix is tokenized, so that it costs no more than a normal request, is
+    tests/unit/model/test_encoder_long_inputs.py::test_a_huge_text_is_tokenized_from_a_prefix_only.)"""
     prefix = FIVE_MB_PROSE[:20_000]
-    started = time.perf_counter()
     small = http.post(bad_server.base + path, json=embed_body(path, prefix if path == LEGACY else [prefix]))
-    baseline = time.perf_counter() - started
     assert small.status_code == 200, small.text
-    started = time.perf_counter()
     big = http.post(bad_server.base + path, content=jbytes(embed_body(path, FIVE_MB_PROSE)), headers=JSON_HEADERS)
-    elapsed = time.perf_counter() - started
     assert big.status_code == 200, big.text[:300]
-    print(f"\n[5MB {path}] {elapsed:.2f}s (256-token baseline {baseline:.2f}s)")
     got, want = vectors_of(path, big), vectors_of(path, small)
     assert got.shape == (1, DIM) and np.allclose(got, want, atol=1e-5)
     if path == OLLAMA:
         assert big.json()["prompt_eval_count"] == 256
     elif path == OPENAI:
         assert big.json()["usage"] == {"prompt_tokens": 256, "total_tokens": 256}
-    assert elapsed < baseline + 3.0, f"5 MB took {elapsed:.2f}s vs {baseline:.2f}s for 256 tokens"
     assert_serving(bad_server, http)
 
 
@@ -113,11 +110,10 @@ def test_body_over_the_limit_is_413_in_the_dialect_shape(path, small_body_server
 
 @pytest.mark.parametrize("path", [OLLAMA, OPENAI])
 def test_declared_oversize_is_refused_before_the_body_is_sent(path, small_body_server):
-    """Content-Length over the limit: 413 at once, without waiting for (or reading) the body."""
-    started = time.perf_counter()
+    """Content-Length over the limit: 413 without waiting for (or reading) the body: the answer comes although
+    not one byte of the 100 MiB announced is ever sent (waiting for it would never end)."""
     r = raw_exchange(small_body_server.port, http_request("POST", path, b"", JSON_HEADERS,
-                                                          content_length=100 * MIB), timeout=30)
-    assert time.perf_counter() - started < 5.0
+                                                          content_length=100 * MIB), timeout=120)
     assert r.status == 413 and r.headers.get("connection") == "close"
     body = r.json()
     if path == OPENAI:
@@ -155,56 +151,62 @@ HOSTILE = {
 }
 
 
-def seconds_to_parse(data: bytes) -> float:
-    started = time.perf_counter()
+def cpu_seconds_to_parse(data: bytes) -> float:
+    """CPU seconds this thread spends in json.loads of ``data`` (what the server's event loop must spend at least)."""
+    started = time.thread_time()
     json.loads(data)
-    return time.perf_counter() - started
+    return time.thread_time() - started
+
+
+def loop_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the server's main thread, the one running its event loop."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_16mb_bodies_do_not_stall_or_bloat_the_server(name, bad_server):
-    """A body just under 16 MiB must neither freeze the event loop (other clients and /health wait) much
-    longer than merely parsing it takes, nor multiply into gigabytes of memory (deploy/k8s: 4 GiB limit).
-    Parsing is FastAPI's json.loads in the event loop: ~1-5 s for 4M nested arrays on a busy 2-core box,
-    and the loop cannot answer /health meanwhile, so no structural check can replace a time bound here. The
-    bound is relative to json.loads of the same body in this process, timed just before and just after the
-    request (the slower of the two, so that a change of load during the test is seen): /health waits at most
-    2.5 x that + 1 s (measured: 0.95-1.5 x, the loop being busy with the body for nearly all the request).
-    The server's peak RSS (VmHWM, reset before the request) may grow by less than 40x the body (~640 MB;
-    the parsed JSON alone is ~400 MB for 4M arrays)."""
+    """A body just under 16 MiB must neither keep the event loop (which answers every client and /health) busy
+    much longer than merely parsing it takes, nor multiply into gigabytes of memory (deploy/k8s: 4 GiB limit).
+    Parsing is json.loads in the event loop (~1-5 s of CPU for 4M nested arrays): the loop cannot answer anyone
+    meanwhile, so what is bounded is the loop's work, in CPU time, which a busy machine does not inflate the way it
+    does wall-clock time: the server's main thread may spend at most 2.5 x the CPU time json.loads of the same body
+    takes in this process (the larger of a run before and one after the request) + 0.5 s. /health is probed
+    throughout and must keep answering 200. The server's peak RSS (VmHWM, reset before the request) may grow by
+    less than 40x the body (~640 MB; the parsed JSON alone is ~400 MB for 4M arrays)."""
     path, data = HOSTILE[name]
     assert len(data) < 16 * MIB
-    parse_before = seconds_to_parse(data)
+    parse_before = cpu_seconds_to_parse(data)
     can_measure_peak = bad_server.reset_peak_rss()
     rss_before = bad_server.status_kb("VmRSS")
     result: dict[str, Any] = {}
 
     def hostile():
-        started = time.perf_counter()
         result["r"] = httpx.post(bad_server.base + path, content=data, headers=JSON_HEADERS, timeout=600)
-        result["seconds"] = time.perf_counter() - started
 
+    loop_before = loop_cpu_seconds(bad_server.pid)
     thread = threading.Thread(target=hostile)
     thread.start()
-    worst = 0.0
+    worst, probes = 0.0, 0
     while thread.is_alive():  # /health probed every 50 ms while the request is handled: its slowest answer
         started = time.perf_counter()
         assert httpx.get(bad_server.base + "/health", timeout=600).status_code == 200
-        worst = max(worst, time.perf_counter() - started)
+        worst, probes = max(worst, time.perf_counter() - started), probes + 1
         time.sleep(0.05)
     thread.join()
+    loop_cpu = loop_cpu_seconds(bad_server.pid) - loop_before
     r = result["r"]
-    parse_seconds = max(parse_before, seconds_to_parse(data))
-    allowed = 2.5 * parse_seconds + 1.0
+    parse_cpu = max(parse_before, cpu_seconds_to_parse(data))
+    allowed = 2.5 * parse_cpu + 0.5
     peak_growth_mb = (bad_server.status_kb("VmHWM") - rss_before) / 1024 if can_measure_peak else float("nan")
-    print(f"\n[hostile {name}] {r.status_code} in {result['seconds']:.2f}s; /health worst {worst:.2f}s; "
-          f"(json.loads here {parse_seconds:.2f}s, allowed {allowed:.2f}s); peak RSS +{peak_growth_mb:.0f} MB; "
-          f"RSS now {bad_server.rss_mb():.0f} MB")
+    print(f"\n[hostile {name}] {r.status_code}; event loop CPU {loop_cpu:.2f}s (json.loads here {parse_cpu:.2f}s, "
+          f"allowed {allowed:.2f}s); /health answered {probes} times, worst {worst:.2f}s; "
+          f"peak RSS +{peak_growth_mb:.0f} MB; RSS now {bad_server.rss_mb():.0f} MB")
     assert r.status_code in (200, 400), r.text[:300]
     if r.status_code == 400:
         assert_error(path, r, 400)
-    assert worst < allowed, (f"/health waited {worst:.2f}s while a {len(data) / MIB:.1f} MiB body was handled; "
-                             f"parsing it takes {parse_seconds:.2f}s")
+    assert loop_cpu < allowed, (f"the event loop spent {loop_cpu:.2f}s of CPU on a {len(data) / MIB:.1f} MiB body; "
+                                f"parsing it takes {parse_cpu:.2f}s")
     if can_measure_peak:
         assert peak_growth_mb < 40 * len(data) / MIB, f"peak RSS grew by {peak_growth_mb:.0f} MB for a 16 MB body"
     assert_serving(bad_server)

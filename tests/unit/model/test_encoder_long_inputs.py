@@ -30,3 +30,22 @@ def test_prefix_tokenization_equals_full(encoder, text):
 def test_refusal_without_truncation_is_immediate(encoder):
     with pytest.raises(InputTooLong):
         encoder.tokenize(["short", "word " * 100_000], truncate=False)
+
+
+def test_a_huge_text_is_tokenized_from_a_prefix_only(encoder, monkeypatch):
+    """5 MB of prose costs what a normal request does: the tokenizer is given under 1% of it in all (a prefix that
+    already fills the context, and one twice as long to check the rest cannot matter), never the whole text."""
+    text = ("Embedding servers must stay calm when a client sends far too much text at once. " * 70_000)[:5_000_000]
+    seen: list[int] = []
+    encode = encoder.text._encode
+
+    def counting(texts, *args, **kwargs):
+        seen.extend(len(t) for t in texts)
+        return encode(texts, *args, **kwargs)
+
+    monkeypatch.setattr(encoder.text, "_encode", counting)
+    (ids,) = encoder.tokenize([text])
+    assert len(ids) == encoder.context_length
+    assert seen and sum(seen) < len(text) / 100, seen
+    monkeypatch.undo()
+    assert encoder.tokenize([text[:max(seen)]]) == [ids]  # the longest prefix it read gives the same ids
