@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from . import __version__
 from .api import native, observability, ollama, ollama_models, openai, rerank, simple, system, tei
 from .api.errors import install_error_handlers
-from .api.middleware import BodyLimit, OllamaJsonBodies
+from .api.middleware import ApiKeys, BodyLimit, OllamaJsonBodies
 from .engine.engine import Engine
 from .engine.errors import EngineError
 from .settings import Settings
@@ -47,21 +47,18 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.metrics = observability.Metrics()
     install_error_handlers(app)
-    app.include_router(system.router)
-    app.include_router(observability.router)
-    app.include_router(ollama.router)
-    app.include_router(ollama.protected)
-    app.include_router(ollama_models.router)
-    app.include_router(native.router)
-    app.include_router(openai.router)
-    app.include_router(tei.router)
-    app.include_router(rerank.router)
-    app.include_router(simple.router)
+    routers = (system.router, observability.router, ollama.router, ollama.protected, ollama_models.router,
+               native.router, openai.router, tei.router, rerank.router, simple.router)
+    for router in routers:
+        app.include_router(router)
+    # Outermost last: the access log, CORS (its headers on every answer, preflight without a key), the API key
+    # (before any body is read), the body limit.
+    app.add_middleware(OllamaJsonBodies)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeys, routes=[route for router in routers for route in router.routes])
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST", "HEAD", "OPTIONS"], allow_headers=["*"])
-    app.add_middleware(OllamaJsonBodies)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(observability.AccessLog, metrics=app.state.metrics, log_inputs=settings.log_inputs)
     return app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import Awaitable, TypeVar
+from typing import Any, Awaitable, Mapping, TypeVar
 
 from fastapi import Request
 
@@ -48,19 +48,30 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
-async def require_api_key(request: Request) -> None:
-    """Dependency: when API keys are configured, demand ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
-    keys = request.app.state.settings.api_keys
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+API_KEY_MESSAGE = "invalid or missing API key (send Authorization: Bearer <key> or X-API-Key: <key>)"
+
+
+def key_accepted(headers: Mapping[str, str], keys: list[str]) -> bool:
+    """Whether ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` carries one of ``keys``."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
     bearer = token.strip().encode() if scheme.lower() == "bearer" else b""
-    x_api_key = request.headers.get("x-api-key", "").strip().encode()
+    x_api_key = headers.get("x-api-key", "").strip().encode()
     # Compare both against every key, in constant time per key, without an early exit.
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(bearer, key.encode())
         matched |= hmac.compare_digest(x_api_key, key.encode())
-    if not matched:
-        raise ApiError(401, "invalid or missing API key (send Authorization: Bearer <key> or X-API-Key: <key>)",
-                       code="invalid_api_key")
+    return matched
+
+
+async def require_api_key(request: Request) -> None:
+    """Dependency marking the routes that need a key (when keys are configured). The ApiKeys middleware
+    checks it first, before the body is read (``needs_api_key``); this check stays as the route's own."""
+    keys = request.app.state.settings.api_keys
+    if keys and not key_accepted(request.headers, keys):
+        raise ApiError(401, API_KEY_MESSAGE, code="invalid_api_key")
+
+
+def needs_api_key(route: Any) -> bool:
+    """Whether ``route`` depends on ``require_api_key`` (its router's dependencies included)."""
+    return any(getattr(d, "dependency", None) is require_api_key for d in getattr(route, "dependencies", ()))

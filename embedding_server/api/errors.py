@@ -165,5 +165,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
-        log.exception("unhandled error on %s", request.url.path)
+        # %r: the percent-decoded path escaped, so that control characters and line breaks in it
+        # cannot forge or rewrite log lines.
+        log.exception("unhandled error on %r", request.scope.get("path"))
         return render(request, 500, "internal server error")

@@ -1,11 +1,43 @@
-"""ASGI middleware: body-size limit, and Ollama's indifference to the request content type."""
+"""ASGI middleware: the API key checked before the body, body-size limit, and Ollama's indifference to the request
+content type. Their refusals are rendered as the route's errors are (api/errors.py)."""
 
 from __future__ import annotations
 
-import orjson
 from fastapi import HTTPException
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.routing import get_route_path
 
-from .errors import dialect_of
+from .common import API_KEY_MESSAGE, key_accepted, needs_api_key
+from .errors import render
+
+
+class ApiKeys:
+    """401 before the body is read, for the routes that depend on ``require_api_key``: an unauthenticated client
+    cannot make the server read or parse its body (FastAPI parses a body before the route's dependencies).
+    ``routes`` are every included route, in routing order: the first one matching path and method decides."""
+
+    def __init__(self, app, routes: list):
+        self.app = app
+        self.routes = [(r, needs_api_key(r)) for r in routes if hasattr(r, "path_regex") and r.methods]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":  # CORS preflight needs no key
+            return await self.app(scope, receive, send)
+        keys = scope["app"].state.settings.api_keys
+        route = self._route(scope) if keys else None
+        if route is None or key_accepted(Headers(scope=scope), keys):
+            return await self.app(scope, receive, send)
+        scope["route"] = route  # the access log's route label, as when the route itself refused
+        await _refuse(scope, receive, send, 401, API_KEY_MESSAGE, "invalid_api_key")
+
+    def _route(self, scope):
+        """The protected route this request goes to, or None."""
+        path = get_route_path(scope)
+        for route, protected in self.routes:
+            if scope["method"] in route.methods and route.path_regex.match(path):
+                return route if protected else None
+        return None
 
 
 class BodyLimit:
@@ -20,7 +52,7 @@ class BodyLimit:
         message = f"request body too large: limit max_body_bytes={self.max_bytes}"
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await _reject(send, message, dialect_of(scope.get("path", ""), scope.get("method", "")))
+            return await _refuse(scope, receive, send, 413, message, "request_too_large", {"connection": "close"})
         seen = 0
 
         async def limited_receive():
@@ -36,19 +68,9 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
-async def _reject(send, message: str, dialect: str) -> None:
-    if dialect == "openai":
-        content = {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                             "code": "request_too_large"}}
-    elif dialect == "simple":
-        content = {"detail": message}
-    else:
-        content = {"error": message, **({"error_type": "Validation"} if dialect == "tei" else {})}
-    body = orjson.dumps(content)
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(scope, receive, send, status: int, message: str, code: str, headers: dict | None = None) -> None:
+    """The error response of the route ``scope`` goes to (``/embeddings``: FastAPI's ``{"detail"}``)."""
+    await render(Request(scope), status, message, code=code, headers=headers)(scope, receive, send)
 
 
 class OllamaJsonBodies:

@@ -1,5 +1,6 @@
 """The small FastAPI embedding services' API: POST /embeddings ``{texts, normalize}`` -> ``{embeddings, count,
-total_time_ms}``, with the key in ``X-API-Key`` or ``Authorization: Bearer``.
+total_time_ms}``, with the key in ``X-API-Key`` or ``Authorization: Bearer`` (checked before the body is read, so a
+refusal is always ``{"detail"}``: which dialect a body speaks is not known then).
 
 A body with ``input`` on the same path is OpenAI's (clients whose base URL lacks ``/v1``) and is answered
 exactly as POST /v1/embeddings, errors included. Otherwise errors are FastAPI's ``{"detail": "message"}``, what
@@ -13,7 +14,7 @@ import json
 import time
 from typing import Any, Union
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
@@ -42,15 +43,14 @@ _BODY_DOC = {"requestBody": {"required": True, "content": {"application/json": {
 
 
 @router.post("/embeddings", summary="Embed texts (small FastAPI services; OpenAI's body too)",
-             response_model=Union[SimpleEmbeddingsResponse, OpenAIEmbeddingsResponse], openapi_extra=_BODY_DOC)
+             response_model=Union[SimpleEmbeddingsResponse, OpenAIEmbeddingsResponse], openapi_extra=_BODY_DOC,
+             dependencies=[Depends(require_api_key)])
 async def embeddings(request: Request) -> Response:
     started = time.perf_counter()
     body = _json(await request.body())
     if isinstance(body, dict) and "input" in body:
         request.state.dialect = "openai"  # errors from here on in OpenAI's shape
-        await require_api_key(request)
         return await openai.answer(_validate(openai.EmbeddingsBody, body), request)
-    await require_api_key(request)
     texts = _validate(TextsBody, body)
     if not texts.texts:
         raise ApiError(400, '"texts" must not be empty: send at least one text', param="texts")

@@ -167,7 +167,11 @@ async def tokenize(body: TokenizeBody, request: Request) -> Response:
     if longest > cap:
         raise ApiError(422, f"Input validation error: `inputs` must have less than {cap} characters. "
                             f"Given: {longest}", param="inputs")
-    return json_response(await engine.tokens(texts, body.add_special_tokens, body.prompt_name))
+    tokens = await until_disconnect(request, engine.tokens(texts, body.add_special_tokens, body.prompt_name))
+    total, limit = sum(map(len, tokens)), engine.settings.max_request_tokens
+    if total > limit:  # the answer would be ~60 bytes of JSON per token
+        raise ApiError(422, f"too many tokens: {total}, limit max_request_tokens={limit}", param="inputs")
+    return json_response(tokens)
 
 
 @router.post("/decode", summary="Text of token ids (TEI)", response_model=list[str])
@@ -186,7 +190,7 @@ async def decode(body: DecodeBody, request: Request) -> Response:
     if not all(_in_u32(ids) for ids in batch):
         raise _invalid("ids", "token ids between 0 and 4294967295")
     _check_not_empty(batch, "input_ids")
-    return json_response(await engine.decode(batch, body.skip_special_tokens))
+    return json_response(await until_disconnect(request, engine.decode(batch, body.skip_special_tokens)))
 
 
 @router.get("/info", summary="The served model and the server's limits (TEI)", response_model=Info)

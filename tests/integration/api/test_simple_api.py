@@ -116,9 +116,8 @@ def test_api_key_in_either_header_and_errors_in_each_shape(make_client, tiny_mod
     message = "invalid or missing API key (send Authorization: Bearer <key> or X-API-Key: <key>)"
     for headers in [{}, {"X-API-Key": "wrong"}, {"X-API-Key": "Bearer k1"}, {"Authorization": "k1"}]:
         assert_detail(c.post("/embeddings", json=texts, headers=headers), 401, message)
-        r = c.post("/embeddings", json=openai_body, headers=headers)
-        assert r.status_code == 401 and r.json()["error"] == {
-            "message": message, "type": "authentication_error", "param": None, "code": "invalid_api_key"}
+        # the key is checked before the body is read: OpenAI's body too gets the route's own shape
+        assert_detail(c.post("/embeddings", json=openai_body, headers=headers), 401, message)
     assert_detail(c.post("/embeddings", json={"texts": []}), 401)  # the key is checked before the body
 
 
