@@ -231,9 +231,11 @@ class ModelWorker:
     # ----- progress, for /health ------------------------------------------------------------------
     def _unit_began(self, batch: list[Item], seconds: float) -> None:
         """A unit of work starts: it should end within ``STALL_FACTOR`` times its expected time (a slice, or the
-        whole batch at the measured speed), and never sooner than ``STALL_FLOOR_SECONDS``."""
+        whole batch at the measured speed; before any was measured, ``STALL_FLOOR_SECONDS``), and never sooner
+        than ``STALL_FLOOR_SECONDS``."""
         expected = seconds if math.isfinite(seconds) else (
-            self.seconds_per_token * sum(item.length for item in batch) if self.seconds_per_token else math.inf)
+            self.seconds_per_token * sum(item.length for item in batch) if self.seconds_per_token
+            else self.STALL_FLOOR_SECONDS)
         self.unit_budget = max(self.STALL_FLOOR_SECONDS, self.STALL_FACTOR * expected)
         self.unit_started = time.monotonic()
 
