@@ -7,15 +7,7 @@ import platform
 import pytest
 
 from embedding_server.engine.heap import HeapTrimmer
-from tests.support.heap import fragment_heap
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+from tests.support.heap import fragment_heap, in_fresh_process, rss_mb
 
 
 def test_disabled_trimmer_does_nothing():
@@ -52,35 +44,58 @@ def test_the_limit_is_on_growth_since_the_last_trim_not_on_the_resident_total():
     assert trimmer.maybe_trim(force=True) is False  # measured from 1,000 MB, not from 600
 
 
-@needs_glibc
-def test_trim_returns_free_heap_memory_to_the_os_only_over_the_limit():
+def _trim_over_and_under_the_limit() -> dict:
+    """In a fresh interpreter: 128 MB left free in the heap, then a trimmer with a 64 MB limit."""
+    HeapTrimmer(1).release()  # start from a heap with nothing free: the 128 MB are new pages
     trimmer = HeapTrimmer(64, interval=3600)
     keeper = fragment_heap(128)
-    before = _rss_mb()
-    assert trimmer.grown_bytes() > 64 * 2**20
-    assert trimmer.maybe_trim(force=True) is True and trimmer.trims == 1
-    assert _rss_mb() < before - 64, (before, _rss_mb())
-    assert trimmer.maybe_trim() is False  # not due again within the interval
-    assert HeapTrimmer(100_000).maybe_trim(force=True) is False  # under a huge limit: left alone
+    before, grown = rss_mb(), trimmer.grown_bytes()
+    trimmed = trimmer.maybe_trim(force=True)
+    after, trims = rss_mb(), trimmer.trims
+    again = trimmer.maybe_trim()  # not due again within the interval
+    huge_limit = HeapTrimmer(100_000).maybe_trim(force=True)
     del keeper
+    return {"grown_mb": grown / 2**20, "trimmed": trimmed, "trims": trims, "freed_mb": before - after,
+            "again": again, "huge_limit": huge_limit}
+
+
+@needs_glibc
+def test_trim_returns_free_heap_memory_to_the_os_only_over_the_limit():
+    r = in_fresh_process(_trim_over_and_under_the_limit)
+    assert r["grown_mb"] > 64, r  # the fragmented heap counts as growth since the trimmer was made
+    assert r["trimmed"] is True and r["trims"] == 1, r
+    assert r["freed_mb"] > 64, r  # most of the 128 MB left the resident set
+    assert r["again"] is False and r["huge_limit"] is False, r  # not due again; under a huge limit: left alone
+
+
+def _trim_twice() -> dict:
+    HeapTrimmer(1).release()
+    trimmer = HeapTrimmer(64, interval=3600)
+    keeper = fragment_heap(128)
+    first, second = trimmer.maybe_trim(force=True), trimmer.maybe_trim(force=True)
+    del keeper
+    return {"first": first, "second": second, "trims": trimmer.trims}
 
 
 @needs_glibc
 def test_free_blocks_already_given_back_do_not_trigger_another_trim():
     """The free blocks stay in glibc's free count after a trim; trimming again on that count after
     every batch made each batch fault its working memory back in (bulk throughput -10-15%)."""
-    trimmer = HeapTrimmer(64, interval=3600)
-    keeper = fragment_heap(128)
-    assert trimmer.maybe_trim(force=True) is True
-    assert trimmer.maybe_trim(force=True) is False and trimmer.trims == 1
+    assert in_fresh_process(_trim_twice) == {"first": True, "second": False, "trims": 1}
+
+
+def _release_under_a_huge_limit() -> dict:
+    HeapTrimmer(1).release()
+    keeper = fragment_heap(96)
+    trimmer = HeapTrimmer(100_000)
+    before = rss_mb()
+    trimmer.release()
+    freed = before - rss_mb()
     del keeper
+    return {"trims": trimmer.trims, "freed_mb": freed}
 
 
 @needs_glibc
 def test_release_trims_whatever_the_limit():
-    keeper = fragment_heap(96)
-    trimmer = HeapTrimmer(100_000)
-    before = _rss_mb()
-    trimmer.release()
-    assert trimmer.trims == 1 and _rss_mb() < before - 48
-    del keeper
+    r = in_fresh_process(_release_under_a_huge_limit)
+    assert r["trims"] == 1 and r["freed_mb"] > 48, r
