@@ -133,18 +133,18 @@ async def embeddings(request: Request, body: EmbeddingsJson = None) -> Response:
 @protected.get("/api/tags", summary="List served models (Ollama)")
 async def tags(request: Request) -> Response:
     engine_of(request).registry.rescan()  # a folder copied in since (at most once a second)
-    return json_response({"models": describe_all(engine_of(request))})
+    return json_response({"models": await describe_all(engine_of(request))})
 
 
 @protected.post("/api/show", summary="Show a model's details (Ollama)")
 async def show(body: ShowBody, request: Request) -> Response:
     name = _model_name(body.model or body.name)
-    return json_response(describe_one(engine_of(request), name))
+    return json_response(await describe_one(engine_of(request), name))
 
 
 @protected.get("/api/ps", summary="List loaded models (Ollama)")
 async def ps(request: Request) -> Response:
-    return json_response({"models": describe_loaded(engine_of(request))})
+    return json_response({"models": await describe_loaded(engine_of(request))})
 
 
 @router.get("/api/version", summary="Server version (Ollama)")

@@ -93,12 +93,12 @@ async def answer(body: EmbeddingsBody, request: Request) -> Response:
 
 @router.get("/models", summary="List models (OpenAI)", response_model=OpenAIModelList)
 async def list_models(request: Request) -> Response:
-    return json_response({"object": "list", "data": openai_models(engine_of(request))})
+    return json_response({"object": "list", "data": await openai_models(engine_of(request))})
 
 
 @router.get("/models/{model_id:path}", summary="Retrieve a model (OpenAI)", response_model=OpenAIModel)
 async def retrieve_model(model_id: str, request: Request) -> Response:
-    for item in openai_models(engine_of(request)):
+    for item in await openai_models(engine_of(request)):
         if item["id"] == model_id:
             return json_response(item)
     entry = engine_of(request).registry.resolve(model_id)  # raises ModelNotFound for unknown names

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from .. import __version__
-from ..engine.engine import TOKENIZER_THREADS
+from ..engine.pipeline import TOKENIZER_THREADS
 from ..engine.types import COLBERT, SPARSE, TOKENS, EmbedRequest, EmbedResult
 from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
 from .errors import ApiError
@@ -107,7 +107,7 @@ async def embed_all(body: EmbedAllBody, request: Request) -> Response:
     engine = engine_of(request)
     inputs = _embed_inputs(body.inputs, engine.settings.max_inputs)
     _check_not_empty(inputs)
-    colbert = COLBERT in getattr(await engine.encoder(), "outputs", frozenset())
+    colbert = COLBERT in (await engine.facts(load=True)).outputs
     result, headers = await _run(request, _internal(body, request, inputs,
                                                     outputs=frozenset({COLBERT if colbert else TOKENS})))
     return json_response(result.colbert if colbert else result.token_states, headers=headers)
@@ -118,7 +118,7 @@ async def embed_all(body: EmbedAllBody, request: Request) -> Response:
 async def embed_sparse(body: EmbedAllBody, request: Request) -> Response:
     engine = engine_of(request)
     inputs = _embed_inputs(body.inputs, engine.settings.max_inputs)
-    if SPARSE not in getattr(await engine.encoder(), "outputs", frozenset()):
+    if SPARSE not in (await engine.facts(load=True)).outputs:
         raise ApiError(424, _NO_SPARSE_HEAD)  # TEI's answer for a model without SPLADE pooling
     _check_not_empty(inputs)
     result, headers = await _run(request, _internal(body, request, inputs, outputs=frozenset({SPARSE})))
@@ -162,7 +162,7 @@ async def tokenize(body: TokenizeBody, request: Request) -> Response:
     else:
         raise _invalid("inputs", "a string or an array of strings")
     _check_not_empty(texts)
-    cap = (await engine.encoder()).details.context_length * MAX_CHAR_MULTIPLIER
+    cap = (await engine.facts(load=True)).context_length * MAX_CHAR_MULTIPLIER
     longest = max(len(t) for t in texts)
     if longest > cap:
         raise ApiError(422, f"Input validation error: `inputs` must have less than {cap} characters. "
@@ -196,17 +196,17 @@ async def decode(body: DecodeBody, request: Request) -> Response:
 @router.get("/info", summary="The served model and the server's limits (TEI)", response_model=Info)
 async def info(request: Request) -> Response:
     engine = engine_of(request)
-    details, settings = (await engine.encoder()).details, engine.settings
-    name = engine.default_entry().name
+    facts, settings = await engine.facts(load=True), engine.settings
+    name = facts.name
     return json_response({
-        "model_id": name, "model_sha": None, "model_dtype": details.dtype, "served_model_name": name,
-        "model_type": {"embedding": {"pooling": _POOLING_NAMES.get(details.pooling, details.pooling)}},
-        "max_concurrent_requests": settings.max_queued_inputs, "max_input_length": details.context_length,
+        "model_id": name, "model_sha": None, "model_dtype": facts.dtype, "served_model_name": name,
+        "model_type": {"embedding": {"pooling": _POOLING_NAMES.get(facts.pooling, facts.pooling)}},
+        "max_concurrent_requests": settings.max_queued_inputs, "max_input_length": facts.context_length,
         "max_batch_tokens": settings.max_batch_tokens, "max_batch_requests": settings.max_batch_size,
         "max_client_batch_size": settings.max_inputs, "auto_truncate": settings.auto_truncate,
         "tokenization_workers": TOKENIZER_THREADS, "version": __version__, "sha": None, "docker_label": None,
-        "outputs": sorted(getattr(await engine.encoder(), "outputs", ())),  # ours: which heads /embed* can give
-        "models": kinds(engine),  # ours: every model served, embedding or reranker (/rerank serves rerankers)
+        "outputs": sorted(facts.outputs),  # ours: which heads /embed* can give
+        "models": await kinds(engine),  # ours: every model served, embedding or reranker (/rerank serves rerankers)
     })
 
 

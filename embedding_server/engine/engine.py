@@ -20,7 +20,7 @@ from .inputs import check_text, prompt_text
 from .lifecycle import Lifecycle
 from .loading import Loader
 from .memory import estimate_bytes
-from .pipeline import TOKENIZER_THREADS, Pipeline, check_before_loading, finish_dense  # noqa: F401 - re-exported
+from .pipeline import Pipeline, check_before_loading
 from .registry import ModelEntry, ModelRegistry, discover
 from .rerank import reranker_entry
 from .scheduler import CostModel
@@ -248,15 +248,6 @@ class Engine:
             return await self.pipeline.tokenizer_work(ids, lambda: [encoder.decode(x, skip_special_tokens) for x in ids])
 
         return await self._held(entry, None, work)
-
-    async def encoder(self, model: str | None = None) -> SentenceEncoder:
-        """Deprecated: the loaded encoder of ``model``, read after its hold ends (use ``facts``)."""
-        entry = self._entry(model)
-        return await self._held(entry, None, lambda: _value(entry.encoder))
-
-
-async def _value(value: T) -> T:
-    return value
 
 
 def calibrated_cost(encoder, name: str) -> CostModel:
