@@ -31,7 +31,7 @@ class Faults:
     entered: threading.Event = field(default_factory=threading.Event)  # a forward is inside the stall
     load_gate: threading.Event | None = None
     loads_started: list[str] = field(default_factory=list)  # loads of the named models, in order
-    loading: threading.Event = field(default_factory=threading.Event)  # a load waits at the gate
+    loading: threading.Event = field(default_factory=threading.Event)  # a load of a named model began
 
     def applies(self, name: str) -> bool:
         return not self.models or name in self.models
@@ -78,8 +78,8 @@ def faulty_engine(settings: Settings, faults: Faults) -> Engine:
     def factory(entry):
         if faults.applies(entry.name):
             faults.loads_started.append(entry.name)
-        if faults.load_gate is not None and faults.applies(entry.name):
             faults.loading.set()
+        if faults.load_gate is not None and faults.applies(entry.name):
             assert faults.load_gate.wait(60), "the test never opened the load gate"
         return FaultyEncoder(engine._load_encoder(entry), faults, entry.name)
 

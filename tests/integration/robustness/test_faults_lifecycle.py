@@ -119,9 +119,10 @@ def test_a_stalled_load_fails_its_requests_at_the_deadline_in_each_dialect(fault
 
 
 def test_a_request_during_an_unload_waits_for_it_instead_of_loading_a_second_copy(faulty, monkeypatch):
-    client, _ = faulty()
+    client, faults = faulty(Faults(models={"b"}))
     engine, events, release = client.app.state.engine, [], threading.Event()
     assert embed(client, "b").status_code == 200
+    faults.loading.clear()
     real_stop = ModelWorker.stop
 
     def slow_stop(self, timeout=30.0):
@@ -139,7 +140,9 @@ def test_a_request_during_an_unload_waits_for_it_instead_of_loading_a_second_cop
         wait_until(lambda: events == ["stopping"], timeout=30, what="the unload to begin")
         again = pool.submit(embed, client, "b")
         wait_until(lambda: engine.registry.resolve("b").active == 1, timeout=30, what="the request to arrive")
+        second_copy = faults.loading.wait(3)  # the bound is the property: no load of b while its unload runs
         release.set()
+        assert not second_copy, "a second copy of b started loading while the first was still being stopped"
         assert again.result().status_code == 200
     assert events == ["stopping", "stopped", "loaded b"]
 
