@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from embedding_server.model.cpu import CpuFeatures, cpu_features
 from embedding_server.settings import Settings
 from tests.support.checkpoints import make_tiny_bert, make_tiny_xlmr, minilm_path
 from tests.support.server import running_server
+from tests.support.wait import wait_until
 
 
 @pytest.fixture(params=["detect", "avx2"], ids=["this-cpu", "as-avx2-only"])
@@ -47,12 +47,17 @@ def open_client(settings: Settings, engine=None) -> TestClient:
     """A TestClient with the app's lifespan running and the default model loaded (by ``engine`` if given)."""
     client = TestClient(create_app(settings, engine=engine))
     client.__enter__()
-    deadline = time.monotonic() + 120
-    while client.get("/health").status_code != 200:
-        if client.app.state.load_error or time.monotonic() > deadline:
-            client.__exit__(None, None, None)
+
+    def loaded() -> bool:
+        if client.app.state.load_error:
             raise RuntimeError(f"default model did not load: {client.app.state.load_error}")
-        time.sleep(0.05)
+        return client.get("/health").status_code == 200
+
+    try:
+        wait_until(loaded, timeout=120, interval=0.05, what="the default model to load")
+    except BaseException:
+        client.__exit__(None, None, None)
+        raise
     return client
 
 

@@ -6,12 +6,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import httpx
+
+from tests.support.wait import wait_until
 
 
 def free_port() -> int:
@@ -21,17 +22,17 @@ def free_port() -> int:
 
 
 def wait_healthy(base_url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Until ``base_url``'s /health answers 200; RuntimeError at once if ``proc`` exits meanwhile."""
+
+    def healthy() -> bool:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return
+            return httpx.get(f"{base_url}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{base_url} not healthy after {timeout}s")
+            return False
+
+    wait_until(healthy, timeout, interval=0.2, what=f"{base_url}/health to answer 200")
 
 
 @contextmanager

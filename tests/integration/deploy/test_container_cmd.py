@@ -19,11 +19,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 DOCKERFILE = REPO / "Dockerfile"
@@ -121,20 +122,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for_200(client: httpx.Client, path: str, proc: subprocess.Popen, deadline: float, log: Path) -> None:
-    last = "no answer yet"
-    while time.monotonic() < deadline:
+def _wait_for_200(client: httpx.Client, path: str, proc: subprocess.Popen, log: Path) -> None:
+    """Until ``path`` answers 200; fails at once, with the log, if the server exits meanwhile."""
+    last = ["no answer yet"]
+
+    def ok() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"server exited with {proc.returncode} before {path} was 200:\n{log.read_text()[-4000:]}")
         try:
             response = client.get(path, timeout=5)
-            if response.status_code == 200:
-                return
-            last = f"{response.status_code} {response.text[:200]}"
         except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.5)
-    pytest.fail(f"{path} not 200 within {STARTUP_TIMEOUT_S:.0f} s (last: {last}):\n{log.read_text()[-4000:]}")
+            last[0] = repr(exc)
+            return False
+        last[0] = f"{response.status_code} {response.text[:200]}"
+        return response.status_code == 200
+
+    try:
+        wait_until(ok, STARTUP_TIMEOUT_S, interval=0.5, what=f"{path} to answer 200")
+    except AssertionError as exc:
+        pytest.fail(f"{exc} (last: {last[0]}):\n{log.read_text()[-4000:]}")
 
 
 def test_runtime_stage_is_parsed() -> None:
@@ -179,9 +185,8 @@ def test_container_command_serves_embeddings_and_stops_on_sigterm(tmp_path: Path
     try:
         base_url = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base_url) as client:
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            _wait_for_200(client, "/health", proc, deadline, log)
-            _wait_for_200(client, "/ready", proc, deadline, log)
+            _wait_for_200(client, "/health", proc, log)
+            _wait_for_200(client, "/ready", proc, log)
 
             response = client.post("/api/embed", json={"model": "all-minilm-l6-v2", "input": "hello"}, timeout=60)
             assert response.status_code == 200, response.text

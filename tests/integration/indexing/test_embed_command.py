@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from embedding_server.indexing.run import index
 from embedding_server.indexing.store import ids_path
 from embedding_server.model.encoder import SentenceEncoder
 from embedding_server.settings import Settings
+from tests.support.wait import wait_until
 
 TEXTS = [f"document number {i} about {'vector search' if i % 3 else 'air gapped networks'}" for i in range(40)]
 
@@ -129,10 +129,12 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, env):
     out, partial = tmp_path / "resumed.npy", tmp_path / "resumed.npy.partial"
     proc = subprocess.Popen([sys.executable, "-m", "embedding_server", "embed", str(path), "--out", str(out)],
                             env={**os.environ, **env}, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not any(partial.glob("chunk-*.npz")):  # the first chunk is stored
-        assert proc.poll() is None and time.monotonic() < deadline, "no chunk written"
-        time.sleep(0.01)
+
+    def first_chunk_stored() -> bool:
+        assert proc.poll() is None, "the run ended before it was killed"
+        return any(partial.glob("chunk-*.npz"))
+
+    wait_until(first_chunk_stored, timeout=120, interval=0.01, what="the first chunk to be stored")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists() and not ids_path(out).exists()  # nothing half-written in place

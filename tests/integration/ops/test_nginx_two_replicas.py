@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pytest
 
 from tests.integration.ops.ops_helpers import MINILM, TEXTS, min_cosine, sample_sum, scrape, stop, vectors_of
 from tests.support.server import free_port, running_server
+from tests.support.wait import wait_until
 
 DEPLOY_CONF = Path(__file__).resolve().parents[3] / "deploy" / "nginx" / "nginx.conf"
 REQUESTS, THREADS = 300, 8
@@ -91,16 +91,15 @@ def balancer(nginx_binary, replicas, tmp_path_factory):
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{listen}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def up() -> bool:
             assert proc.poll() is None, (tmp / "error.log").read_text(errors="replace")
             try:
-                if httpx.get(f"{base}/nginx-health", timeout=2).text == "ok\n":
-                    break
+                return httpx.get(f"{base}/nginx-health", timeout=2).text == "ok\n"
             except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "nginx did not come up"
-            time.sleep(0.1)
+                return False
+
+        wait_until(up, timeout=30, interval=0.1, what="nginx to come up")
         yield base, tmp
     finally:
         stop(proc)

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 
 from tests.integration.ops.ops_helpers import MINILM, NETWORK_TROUBLE, TEXTS, clean_env, min_cosine, serve_cmd, stop
 from tests.support.checkpoints import make_tiny_xlmr, minilm_path
+from tests.support.wait import wait_until
 
 PORT = 18080  # the namespace is empty: any port is free in it
 HEALTH_TIMEOUT = 240.0
@@ -78,10 +78,13 @@ class Namespace:
         self.server_pid = proc.pid
         if self.kind != "unshare":
             return
-        ours, deadline = os.readlink("/proc/self/ns/net"), time.monotonic() + timeout
-        while os.readlink(f"/proc/{proc.pid}/ns/net") == ours:
-            assert proc.poll() is None and time.monotonic() < deadline, "unshare -n did not take effect"
-            time.sleep(0.02)
+        ours = os.readlink("/proc/self/ns/net")
+
+        def moved() -> bool:
+            assert proc.poll() is None, "the server exited before unshare -n took effect"
+            return os.readlink(f"/proc/{proc.pid}/ns/net") != ours
+
+        wait_until(moved, timeout, what="unshare -n to take effect")
 
     def inside(self, cmd: list[str]) -> list[str]:
         if self.kind == "unshare":
