@@ -1,4 +1,5 @@
-"""Live servers shared by the bad-request modules (test_bad_requests.py, test_oversized_requests.py)."""
+"""Live servers of the robustness modules: one per module (``server``), and those the bad-request modules share
+(test_bad_requests.py, test_oversized_requests.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,15 @@ import pytest
 from tests.integration.robustness.robustness_support import live_server, server_errors
 
 MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory):
+    """A fresh server for the module, named after it, serving the embedded MiniLM with the default settings (a
+    module needing other settings defines its own ``server``)."""
+    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    with live_server(tmp_path_factory, name) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
 
 from embedding_server.settings import Settings
 from tests.integration.robustness.robustness_support import (
@@ -21,7 +20,6 @@ from tests.integration.robustness.robustness_support import (
     assert_serving,
     http_request,
     jbytes,
-    live_server,
     metric,
     queue_depth,
     read_response,
@@ -39,12 +37,6 @@ def occupying_texts(tag: str) -> list[str]:
     """Long inputs (close to MiniLM's 256-token context): a few seconds of forward passes even on a fast box,
     and fewer than the 0.9 x 1000 the queue gauge must show before an abandoned request is closed."""
     return sentences(OCCUPY, 180, tag, seed=len(tag))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with live_server(tmp_path_factory, "connection-abuse") as s:
-        yield s
 
 
 def open_socket(server) -> socket.socket:

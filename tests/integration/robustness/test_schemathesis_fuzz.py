@@ -13,7 +13,6 @@ import os
 import time
 from collections import Counter, defaultdict
 
-import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -32,19 +31,11 @@ from embedding_server.api.errors import TEI_STATUSES, dialect_of
 from tests.integration.robustness.robustness_support import (
     MODEL,
     assert_serving,
-    live_server,
     server_errors,
 )
 
 FUZZ_EXAMPLES = int(os.environ.get("ROBUSTNESS_FUZZ_EXAMPLES", "50"))
 RANDOM = os.environ.get("ROBUSTNESS_FUZZ_RANDOM") == "1"
-BUDGET_SECONDS = 170  # the whole fuzz run must stay well under 3 minutes
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with live_server(tmp_path_factory, "fuzz") as s:
-        yield s
 
 
 def dialect_error_shape(response, case) -> None:
@@ -184,6 +175,5 @@ def test_fuzz_openapi_operations(server):
             print("     - " + msg.replace("\n", "\n       "))
     assert total >= len(operations), "no cases were generated"
     assert not distinct, f"{sum(len(v) for v in failures.values())} failing cases: {list(distinct)}"
-    assert seconds < BUDGET_SECONDS
     assert server_errors(server.base) == {}
     assert_serving(server)
