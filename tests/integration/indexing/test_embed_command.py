@@ -130,9 +130,9 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, env):
     proc = subprocess.Popen([sys.executable, "-m", "embedding_server", "embed", str(path), "--out", str(out)],
                             env={**os.environ, **env}, stderr=subprocess.PIPE)
 
-    def first_chunk_stored() -> bool:
+    def first_chunk_stored() -> bool:  # renamed into place: not chunk-<k>.tmp.npz, which a kill can leave half-written
         assert proc.poll() is None, "the run ended before it was killed"
-        return any(partial.glob("chunk-*.npz"))
+        return any(not p.name.endswith(".tmp.npz") for p in partial.glob("chunk-*.npz"))
 
     wait_until(first_chunk_stored, timeout=120, interval=0.01, what="the first chunk to be stored")
     proc.send_signal(signal.SIGKILL)
