@@ -9,57 +9,25 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, CheckpointInfo, inspect_checkpoint
+from .calibration import calibrate, warm_up
+from .checkpoint import CheckpointError, inspect_checkpoint
 from .cpu import CpuFeatures
-from .job import EmbedJob, one_step
-from .packed import PackedEncoder
+from .details import ModelDetails, context_length_of
 from .heads import DENSE, ONLY_DENSE, SCORE, TOKENS, ExtraHeads, packed_outputs, padded_outputs
+from .job import EmbedJob, one_step
+from .loading import load_dense_modules, load_tokenizer, load_weights, quiet_transformers
+from .packed import PackedEncoder
 from .pooling import normalize
-from .file_weights import embedding_from_file
-from .precision import DTYPES, keep_layer_norms_in_float32
 from .reranker import ScoreHead, activation_of, with_types
-from .slicing import WHOLE, ForwardCost, measure_cost
-from .st_dense import dense_folders, load_dense
+from .slicing import WHOLE, ForwardCost
 from .standard import pad_batch, standard_forward
 from .tokenization import InputTooLong, TextTokenizer, Token  # noqa: F401 - InputTooLong is part of this module's API
 
 log = logging.getLogger(__name__)
-
-# Position-embedding slots RoBERTa-style models reserve before the first real position.
-_ROBERTA_FAMILY = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
-
-
-@dataclass(frozen=True)
-class ModelDetails:
-    """Static facts about a loaded model, for the model-listing endpoints."""
-
-    architecture: str
-    dimension: int
-    context_length: int
-    pooling: str
-    parameters: int
-    vocab_size: int  # the tokenizer's
-    size_bytes: int
-    embedding_rows: int = 0  # rows of the input embedding matrix: valid token ids are below this
-    dtype: str = "float32"  # of the weights as served
-    task: str = "embed"  # or "rerank" (a cross-encoder)
-
-
-def _context_length(info: CheckpointInfo, tokenizer, config) -> int:
-    """max_seq_length from sentence-transformers, else the tokenizer's bound by the positions."""
-    positions = getattr(config, "max_position_embeddings", None) or 512
-    if info.architecture in _ROBERTA_FAMILY:
-        pad = getattr(config, "pad_token_id", None)
-        positions -= (1 if pad is None else pad) + 1
-    if info.max_seq_length:
-        return min(info.max_seq_length, positions)
-    model_max = getattr(tokenizer, "model_max_length", None) or positions
-    return int(min(model_max, positions))
 
 
 class SentenceEncoder:
@@ -69,38 +37,19 @@ class SentenceEncoder:
                  padding_free: bool = True, short_batch_copy_mb: int = 0, dtype: str = "float32",
                  cpu: CpuFeatures | None = None):
         import torch
-        import transformers
-        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-        transformers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
+        quiet_transformers()
         if num_threads:
             torch.set_num_threads(num_threads)
-
         self.info = inspect_checkpoint(Path(path))
         started = time.perf_counter()
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        except Exception as exc:  # noqa: BLE001 - turned into one clear line
-            raise CheckpointError(f"{path}: cannot load the tokenizer: {exc}") from None
-        try:
-            # ``dtype`` whatever the checkpoint stores (transformers 5 would otherwise keep e.g. float16 weights):
-            # one copy of the weights, converted while loading.
-            auto = AutoModelForSequenceClassification if self.info.task == "rerank" else AutoModel
-            loaded = auto.from_pretrained(str(path), local_files_only=True, **{_dtype_argument(): DTYPES[dtype]}).eval()
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"{path}: cannot load the weights: {exc}") from None
+        self.tokenizer = load_tokenizer(path)
+        loaded = load_weights(path, self.info, dtype)
         self.model = loaded.base_model if self.info.task == "rerank" else loaded  # the encoder layers
-        if dtype != "float32":
-            keep_layer_norms_in_float32(self.model)
-            saved = embedding_from_file(self.model, Path(path))
-            if saved:
-                log.info("%s: word embeddings read from the checkpoint file (%.0f MB of %s not kept)", path,
-                         saved / 2**20, dtype)
         self.load_seconds = time.perf_counter() - started
 
         self.pooling = (self.info.pooling or "mean") if pooling == "auto" else pooling
-        self.context_length = _context_length(self.info, self.tokenizer, self.model.config)
+        self.context_length = context_length_of(self.info, self.tokenizer, self.model.config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._wants_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
         self.score_head = self.activation = None  # a cross-encoder's classifier and CrossEncoder's activation
@@ -121,10 +70,7 @@ class SentenceEncoder:
             raise CheckpointError(f"{path}: cannot load a head file: {exc}") from None
         self.outputs = (frozenset({SCORE}) if self.score_head else
                         frozenset({DENSE, TOKENS}) | (self.extra.names if self.extra else frozenset()))
-        try:  # sentence-transformers Dense modules after pooling (2_Dense/ ...)
-            dense = [load_dense(folder) for folder in dense_folders(Path(path))]
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"{path}: cannot load a Dense module: {exc}") from None
+        dense = load_dense_modules(path)  # sentence-transformers Dense modules after pooling (2_Dense/ ...)
         self.project = torch.nn.Sequential(*dense) if dense else None
         self.cost: ForwardCost | None = None  # measured by warm_up() for the padding-free forward
         self.fallbacks = 0  # padding-free forwards that raised and were redone by the transformers forward
@@ -192,37 +138,15 @@ class SentenceEncoder:
     def _clip_chars(self) -> int:
         return self.text.clip_chars
 
-    def _calibration_batches(self) -> tuple[list[list[int]], list[list[int]]]:
-        filler = self._template[0] + [self.pad_id + 1] * 62 + self._template[1]
-        return [filler[:32]] * 2, [filler[:64]] * 16  # 64 and 1,024 tokens: typical segment sizes
-
     def warm_up(self) -> None:
         """One small and one large forward (the first calls pay one-off allocation costs); for the
         padding-free forward, then measure its per-layer costs (``cost``), which size its slices."""
-        for batch in self._calibration_batches():
-            self.embed(batch)
-        if self._packed is not None:
-            self.cost = measure_cost(self._packed)
+        warm_up(self)
 
     def calibrate(self) -> tuple[float, float]:
-        """Warm up and measure forward cost: (fixed overhead in ms, ms per padded token).
-
-        The scheduler uses the ratio to decide when splitting a batch by length beats padding it.
-        """
-        self.warm_up()
-        small, large = self._calibration_batches()
-
-        def best(batch):
-            runs = []
-            for _ in range(3):
-                started = time.perf_counter()
-                self.embed(batch)
-                runs.append((time.perf_counter() - started) * 1000)
-            return min(runs)
-
-        t_small, t_large = best(small), best(large)
-        per_token = max((t_large - t_small) / (1024 - 64), 1e-6)
-        return max(t_small - 64 * per_token, 0.0), per_token
+        """Warm up and measure forward cost: (fixed overhead in ms, ms per padded token). The scheduler uses the
+        ratio to decide when splitting a batch by length beats padding it."""
+        return calibrate(self)
 
     @property
     def padding_free(self) -> bool:
@@ -270,11 +194,3 @@ class SentenceEncoder:
         if self.fallbacks == 1:
             log.warning("padding-free forward failed (%s); that batch and any later failing one run on the "
                         "transformers forward", reason)
-
-
-def _dtype_argument() -> str:
-    """``from_pretrained``'s name for the weights' dtype: ``dtype`` from transformers 4.56, ``torch_dtype`` before."""
-    import transformers
-
-    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
