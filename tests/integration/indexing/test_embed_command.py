@@ -25,6 +25,8 @@ from embedding_server.model.encoder import SentenceEncoder
 from embedding_server.settings import Settings
 from tests.support.wait import wait_until
 
+pytestmark = pytest.mark.slow  # embed runs in subprocesses and a live server: left out of make test-fast
+
 TEXTS = [f"document number {i} about {'vector search' if i % 3 else 'air gapped networks'}" for i in range(40)]
 
 

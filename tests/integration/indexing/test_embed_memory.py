@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # 100,000 and 800,000 rows in fresh processes: left out of make test-fast
+
 DRIVER = r"""
 import asyncio, json, resource, sys
 from pathlib import Path

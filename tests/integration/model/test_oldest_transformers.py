@@ -15,6 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a virtualenv with the oldest transformers: left out of make test-fast
+
 ROOT = Path(__file__).resolve().parents[3]
 # What each transformers floor needs beside it (its own pins); extend when pyproject's floor moves.
 COMPANIONS = {"4.40": ["tokenizers==0.19.1", "huggingface-hub==0.23.5"]}

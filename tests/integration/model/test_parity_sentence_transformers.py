@@ -12,6 +12,8 @@ import pytest
 from embedding_server.model.encoder import SentenceEncoder
 from embedding_server.settings import Settings
 
+pytestmark = pytest.mark.slow  # sentence-transformers on the real MiniLM: left out of make test-fast
+
 TEXTS = [
     "hello",
     "The quick brown fox jumps over the lazy dog.",

@@ -21,6 +21,8 @@ from tests.integration.ops.ops_helpers import clean_env, serve_cmd, stop
 from tests.support.checkpoints import make_tiny_bert
 from tests.support.server import free_port, running_server
 
+pytestmark = pytest.mark.slow  # a live server process per broken folder: left out of make test-fast
+
 EXIT_WITHIN = 60.0  # seconds; the check runs before torch is imported
 
 # Every way a folder is broken that the file check catches, and the words the one line must carry.

@@ -24,6 +24,8 @@ from tests.support.checkpoints import make_tiny_bert
 from tests.support.server import free_port, wait_healthy
 from tests.support.wait import wait_until
 
+pytestmark = pytest.mark.slow  # live server processes stopped by SIGTERM: left out of make test-fast
+
 # Inputs of the request in flight: its ~10 MB answer is far more than loopback's socket buffers hold (4 MB at
 # most), while a few tokens each keep its work well within uvicorn's 30 s graceful-shutdown timeout on a busy box.
 N = 2048

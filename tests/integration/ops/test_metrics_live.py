@@ -9,6 +9,8 @@ from tests.integration.ops.ops_helpers import sample_sum, scrape
 from tests.support.checkpoints import make_tiny_bert
 from tests.support.server import running_server
 
+pytestmark = pytest.mark.slow  # a live server process: left out of make test-fast
+
 FAMILIES = {  # family -> (type, a sample it must carry)
     "embed_http_requests": ("counter", "embed_http_requests_total"),
     "embed_inputs": ("counter", "embed_inputs_total"),

@@ -24,6 +24,8 @@ from tests.conftest import open_client
 from tests.integration.ops.ops_helpers import MINILM, TEXTS
 from tests.support.checkpoints import make_tiny_bert, make_tiny_xlmr, minilm_path
 
+pytestmark = pytest.mark.slow  # the real MiniLM served from two folders: left out of make test-fast
+
 BATCHES = [TEXTS, TEXTS[:1], list(reversed(TEXTS))]
 
 

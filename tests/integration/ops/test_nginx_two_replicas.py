@@ -26,6 +26,8 @@ from tests.integration.ops.ops_helpers import MINILM, TEXTS, min_cosine, sample_
 from tests.support.server import free_port, running_server
 from tests.support.wait import wait_until
 
+pytestmark = pytest.mark.slow  # two live server processes behind nginx: left out of make test-fast
+
 DEPLOY_CONF = Path(__file__).resolve().parents[3] / "deploy" / "nginx" / "nginx.conf"
 REQUESTS, THREADS = 300, 8
 ROUTES = ("/api/embed", "/v1/embeddings")

@@ -23,6 +23,8 @@ from tests.integration.ops.ops_helpers import MINILM, NETWORK_TROUBLE, TEXTS, cl
 from tests.support.checkpoints import make_tiny_xlmr, minilm_path
 from tests.support.wait import wait_until
 
+pytestmark = pytest.mark.slow  # live server processes in network namespaces: left out of make test-fast
+
 PORT = 18080  # the namespace is empty: any port is free in it
 HEALTH_TIMEOUT = 240.0
 

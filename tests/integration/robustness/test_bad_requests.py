@@ -35,6 +35,8 @@ from tests.integration.robustness.robustness_support import (
     vectors_of,
 )
 
+pytestmark = pytest.mark.slow  # live server processes: left out of make test-fast
+
 MIB = 1024 * 1024
 SIMPLE = "/embeddings"  # the small FastAPI services' route ({texts, normalize}; OpenAI's body too)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 
 from embedding_server.settings import Settings
 from tests.integration.robustness.robustness_support import (
@@ -28,6 +29,8 @@ from tests.integration.robustness.robustness_support import (
     server_errors,
 )
 from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.slow  # a live server process kept busy for seconds: left out of make test-fast
 
 MAX_BATCH = Settings().max_batch_size  # as the server reads it (EMBED_MAX_BATCH_SIZE): most inputs per forward
 OCCUPY = 128  # inputs of the request that keeps the worker busy: ~200 tokens each, so seconds of work

@@ -34,6 +34,8 @@ from tests.integration.robustness.robustness_support import (
 from tests.integration.robustness.soak_load import expected_for, text_pool
 from tests.integration.robustness.soak_run import run_soak
 
+pytestmark = pytest.mark.slow  # live server processes under load for minutes: left out of make test-fast
+
 SECONDS = float(os.environ.get("ROBUSTNESS_SOAK_SECONDS", "60"))
 CLIENTS = int(os.environ.get("ROBUSTNESS_SOAK_CLIENTS", "12"))
 MAX_GROWTH_RATE_MB_S = 0.5
@@ -42,7 +44,6 @@ IN_FLIGHT_MB = 100.0
 TOKENIZER_CLIENTS, TOKENIZER_REQUESTS = 4, 300  # concurrent clients, requests each
 
 
-@pytest.mark.slow
 def test_mixed_load_soak(server):
     expected = expected_for(server.base, text_pool())
     soak = run_soak(server.base, expected, seconds=SECONDS, clients=CLIENTS, pid=server.pid)

@@ -37,6 +37,8 @@ from tests.integration.robustness.robustness_support import (
 )
 from tests.support.wait import wait_until
 
+pytestmark = pytest.mark.slow  # a live server process with a backlog of 2,048 inputs: left out of make test-fast
+
 MAX_QUEUED = 64
 BIG = 2048  # inputs of the request that fills the worker (admitted: the queue was empty when it came)
 

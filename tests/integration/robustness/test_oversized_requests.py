@@ -35,6 +35,8 @@ from tests.integration.robustness.robustness_support import (
 )
 from tests.support.wait import wait_until
 
+pytestmark = pytest.mark.slow  # live server processes and 16 MB bodies: left out of make test-fast
+
 MIB = 1024 * 1024
 
 

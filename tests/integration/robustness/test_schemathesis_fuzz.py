@@ -13,6 +13,7 @@ import os
 import time
 from collections import Counter, defaultdict
 
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -33,6 +34,8 @@ from tests.integration.robustness.robustness_support import (
     assert_serving,
     server_errors,
 )
+
+pytestmark = pytest.mark.slow  # a live server process fuzzed for a minute or more: left out of make test-fast
 
 FUZZ_EXAMPLES = int(os.environ.get("ROBUSTNESS_FUZZ_EXAMPLES", "50"))
 RANDOM = os.environ.get("ROBUSTNESS_FUZZ_RANDOM") == "1"

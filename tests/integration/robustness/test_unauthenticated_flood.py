@@ -22,6 +22,8 @@ from tests.integration.robustness.robustness_support import (
     read_response,
 )
 
+pytestmark = pytest.mark.slow  # a live server process under a flood: left out of make test-fast
+
 KEY = "flood-test-key"
 MESSAGE = "invalid or missing API key (send Authorization: Bearer <key> or X-API-Key: <key>)"
 SHAPES = {OLLAMA: {"error": MESSAGE}, "/embeddings": {"detail": MESSAGE},
