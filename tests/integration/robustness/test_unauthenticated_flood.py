@@ -21,6 +21,7 @@ from tests.integration.robustness.robustness_support import (
     live_server,
     read_response,
 )
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow  # a live server process under a flood: left out of make test-fast
 
@@ -83,9 +84,8 @@ def test_authenticated_clients_are_served_during_a_flood(keyed_server):
         try:
             for t in threads:
                 t.start()
-            deadline = time.monotonic() + 120
-            while len(statuses) < FLOODERS and not errors and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: len(statuses) >= FLOODERS or errors, timeout=120, interval=0.05,
+                       what="the flood to be under way (as many refusals as flooders)")
             for _ in range(PROBES):
                 for method, url, kwargs in (("POST", base + OLLAMA, {"json": {"model": MODEL, "input": "query"},
                                                                        "headers": key}),
