@@ -172,8 +172,9 @@ class Engine:
         return await self._held(entry, None, lambda: asyncio.to_thread(facts_of, entry, self.dtype_for(entry)))
 
     async def all_facts(self) -> list[ModelFacts]:
-        """The facts of every servable model (those whose folder or load failed are left out)."""
-        entries = [e for e in self.registry.entries.values() if not e.error]
+        """The facts of every servable model (those whose folder or load failed, and those whose folder was removed
+        and which are not loaded, are left out)."""
+        entries = [e for e in self.registry.entries.values() if not e.error and (e.loaded or not e.removed)]
         return await asyncio.to_thread(lambda: [facts_of(e, self.dtype_for(e)) for e in entries])
 
     # ----- requests --------------------------------------------------------------------------

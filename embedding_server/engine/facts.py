@@ -59,7 +59,10 @@ def _config(path: Path) -> dict:
 
 def facts_of(entry: ModelEntry, dtype: str) -> ModelFacts:
     """``entry``'s facts (reads its folder: call it off the event loop). ``dtype``: what it is or will be served in."""
-    size, newest, digest = _folder(entry.path, entry.path.stat().st_mtime)
+    try:
+        size, newest, digest = _folder(entry.path, entry.path.stat().st_mtime)
+    except OSError:  # the folder was removed (or is being changed) under us: described without it
+        size, newest, digest = 0, 0.0, ""
     encoder = entry.encoder
     if encoder is not None:
         d = encoder.details
