@@ -157,9 +157,8 @@ def test_a_stop_that_times_out_is_reported_and_counted(faulty, monkeypatch, capl
     with ThreadPoolExecutor(1) as pool:
         busy = pool.submit(embed, client, "b")  # the worker is wedged in this forward: its stop cannot finish
         assert faults.entered.wait(30)
-        entry.active = 0  # make it look idle, as a wedged worker does once its clients gave up
-        assert client.post("/api/generate", json={"model": "b", "keep_alive": 0}).status_code == 200
-        wait_until(lambda: lifecycle.stuck, timeout=30, what="the stop to time out")
+        client.portal.call(lifecycle.unload, entry)  # as make_room or the expiry would, had its client gone
+        assert lifecycle.stuck and not entry.loaded
         assert "did not stop within 0.2 s" in caplog.text
         assert value(scrape(client)["embed_unload_timeouts"], "embed_unload_timeouts_total", model="b") == 1
         assert embed(client, "c").status_code == 503  # the stuck worker still counts against the cap
