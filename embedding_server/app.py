@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__
-from .api import native, observability, ollama, ollama_models, openai, rerank, simple, system, tei
+from .api import console, native, observability, ollama, ollama_models, openai, rerank, simple, system, tei
 from .api.errors import install_error_handlers
 from .api.middleware import ApiKeys, BodyLimit, OllamaJsonBodies
 from .engine.engine import Engine
@@ -47,8 +47,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.metrics = observability.Metrics()
     install_error_handlers(app)
-    routers = (system.router, observability.router, ollama.router, ollama.protected, ollama_models.router,
-               native.router, openai.router, tei.router, rerank.router, simple.router)
+    routers = (console.router, system.router, observability.router, ollama.router, ollama.protected,
+               ollama_models.router, native.router, openai.router, tei.router, rerank.router, simple.router)
     for router in routers:
         app.include_router(router)
     # Outermost last: the access log, CORS (its headers on every answer, preflight without a key), the API key
