@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from . import __version__
 from .api import console, native, observability, ollama, ollama_models, openai, rerank, simple, system, tei
 from .api.errors import install_error_handlers
+from .api.fast import FastApp
 from .api.middleware import ApiKeys, BodyLimit, OllamaJsonBodies
 from .engine.engine import Engine
 from .engine.errors import EngineError
@@ -42,10 +43,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             await app.state.engine.lifecycle.stop()
             await asyncio.to_thread(app.state.engine.stop)
 
-    app = FastAPI(title="embedding-server", version=__version__, lifespan=lifespan,
+    app = FastApp(title="embedding-server", version=__version__, lifespan=lifespan,
                   description="Offline CPU embeddings with the Ollama and OpenAI APIs.")
     app.state.settings = settings
     app.state.metrics = observability.Metrics()
+    app.state.recorder = observability.AccessRecorder(app.state.metrics, settings.log_inputs)
     install_error_handlers(app)
     routers = (console.router, system.router, observability.router, ollama.router, ollama.protected,
                ollama_models.router, native.router, openai.router, tei.router, rerank.router, simple.router)
@@ -59,7 +61,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST", "HEAD", "OPTIONS"], allow_headers=["*"])
-    app.add_middleware(observability.AccessLog, metrics=app.state.metrics, log_inputs=settings.log_inputs)
+    app.add_middleware(observability.AccessLog, recorder=app.state.recorder)
     return app
 
 

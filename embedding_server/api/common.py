@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import Any, Awaitable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 from fastapi import Request
 
@@ -20,17 +20,27 @@ def engine_of(request: Request) -> Engine:
 
 
 def note_for_access_log(request: Request, internal: EmbedRequest, result: EmbedResult) -> None:
+    """Tell the access log about an embedding request (``access_note``)."""
+    request.state.embed_log = access_note(internal, result)
+
+
+def access_note(internal: EmbedRequest, result: EmbedResult) -> dict[str, Any]:
     """What the access-log line says about an embedding request (texts only shown if configured)."""
-    request.state.embed_log = {"model": result.model, "inputs": len(internal.inputs),
-                               "tokens": result.prompt_tokens, "texts": internal.inputs}
+    return {"model": result.model, "inputs": len(internal.inputs), "tokens": result.prompt_tokens,
+            "texts": internal.inputs}
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Await ``work``, cancelling it (and so dropping its queued inputs) if the client leaves."""
+    return await until_gone(request.receive, work)
+
+
+async def until_gone(receive: Callable[[], Awaitable[dict]], work: Awaitable[T]) -> T:
+    """``until_disconnect`` for an ASGI ``receive`` whose request body has been read."""
     task = asyncio.ensure_future(work)
 
     async def client_left() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
+        while (await receive())["type"] != "http.disconnect":
             pass
 
     watcher = asyncio.ensure_future(client_left())

@@ -117,6 +117,23 @@ def render(request: Request, status: int, message: str, param: str | None = None
     return json_response(body, status, headers)
 
 
+def engine_error_response(request: Request, exc: e.EngineError) -> Response:
+    """The answer to an engine error, by the table, in the request's dialect."""
+    m = mapping_for(exc)
+    status = {"openai": m.status, "tei": TEI_STATUSES[m.tei_type]}.get(
+        request_dialect(request), m.ollama_status or m.status)
+    headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, e.Overloaded) else None
+    return render(request, status, exc.message, exc.param, m.openai_code, m.openai_type, headers, m.tei_type)
+
+
+def unexpected_error_response(request: Request) -> Response:
+    """The answer to an unexpected exception (being handled): logged with its traceback, a generic 500."""
+    # %r: the percent-decoded path escaped, so that control characters and line breaks in it
+    # cannot forge or rewrite log lines.
+    log.exception("unhandled error on %r", request.scope.get("path"))
+    return render(request, 500, "internal server error")
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
@@ -135,11 +152,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(e.EngineError)
     async def engine_error(request: Request, exc: e.EngineError):
-        m = mapping_for(exc)
-        status = {"openai": m.status, "tei": TEI_STATUSES[m.tei_type]}.get(
-            request_dialect(request), m.ollama_status or m.status)
-        headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, e.Overloaded) else None
-        return render(request, status, exc.message, exc.param, m.openai_code, m.openai_type, headers, m.tei_type)
+        return engine_error_response(request, exc)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
@@ -165,7 +178,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
-        # %r: the percent-decoded path escaped, so that control characters and line breaks in it
-        # cannot forge or rewrite log lines.
-        log.exception("unhandled error on %r", request.scope.get("path"))
-        return render(request, 500, "internal server error")
+        return unexpected_error_response(request)

@@ -113,11 +113,36 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-class AccessLog:
-    """ASGI middleware: counts every request and logs one JSON line (never input text unless asked)."""
+class AccessRecorder:
+    """Counts answered requests and writes their access-log lines (never input text unless asked)."""
 
-    def __init__(self, app, metrics: Metrics, log_inputs: bool = False):
-        self.app, self.metrics, self.log_inputs = app, metrics, log_inputs
+    def __init__(self, metrics: Metrics, log_inputs: bool = False):
+        self.metrics, self.log_inputs = metrics, log_inputs
+        self._children: dict[tuple[str, int], tuple] = {}  # (route, status) -> its metric children
+
+    def record(self, method: str | None, route: str, status: int, seconds: float, embed_log: dict | None) -> None:
+        """Count one answered request and write its access-log line."""
+        children = self._children.get((route, status))
+        if children is None:  # label lookups once per (route, status), not per request
+            children = self._children[(route, status)] = (self.metrics.requests.labels(route, str(status)),
+                                                           self.metrics.request_seconds.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        line = {"method": method, "route": route, "status": status, "ms": round(seconds * 1000, 2)}
+        if embed_log:
+            line.update(embed_log)
+            if not self.log_inputs:
+                line.pop("texts", None)
+        access_log.info(orjson.dumps(line).decode())
+
+
+class AccessLog:
+    """ASGI middleware: every request through ``recorder`` (its route label: the matched route's path)."""
+
+    def __init__(self, app, recorder: AccessRecorder):
+        self.app, self.recorder = app, recorder
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -134,12 +159,6 @@ class AccessLog:
         try:
             await self.app(scope, receive, tracking_send)
         finally:
-            seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.request_seconds.labels(route).observe(seconds)
-            line = {"method": scope.get("method"), "route": route, "status": status, "ms": round(seconds * 1000, 2)}
-            line.update(scope.get("state", {}).get("embed_log", {}))
-            if not self.log_inputs:
-                line.pop("texts", None)
-            access_log.info(orjson.dumps(line).decode())
+            self.recorder.record(scope.get("method"), route, status, time.perf_counter() - started,
+                                 scope.get("state", {}).get("embed_log"))

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from .. import __version__
 from ..durations import keep_alive_seconds
-from ..engine.types import EmbedRequest
+from ..engine.types import EmbedRequest, EmbedResult
 from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
 from .errors import ApiError
 from .go_json import ANY, BOOL, DURATION, INT, MAP, STRING, GoStruct, decode
@@ -94,10 +94,8 @@ def _encoding(value: str | None) -> str:
     raise ApiError(400, f'invalid encoding_format "{value}": expected "float" or "base64"', param="encoding_format")
 
 
-@protected.post("/api/embed", summary="Embed one or more texts (Ollama)", response_model=OllamaEmbedResponse)
-async def embed(request: Request, body: EmbedJson = None) -> Response:
-    started = time.perf_counter_ns()
-    fields = decode(body, EMBED_REQUEST, await request.body())
+def embed_request(fields: dict[str, Any]) -> tuple[EmbedRequest, str]:
+    """The engine's request for /api/embed's decoded ``fields``, and the encoding its vectors are sent in."""
     encoding = _encoding(fields.get("encoding_format"))
     internal = EmbedRequest(
         model=fields.get("model") or None,  # left out: the default model (Ollama clients always name one)
@@ -106,16 +104,28 @@ async def embed(request: Request, body: EmbedJson = None) -> Response:
         dimensions=fields.get("dimensions") or None,
         keep_alive=keep_alive_seconds(fields.get("keep_alive")),
     )
-    result = await until_disconnect(request, engine_of(request).embed(internal))
-    note_for_access_log(request, internal, result)
+    return internal, encoding
+
+
+def embed_answer(internal: EmbedRequest, result: EmbedResult, encoding: str, started_ns: int) -> dict[str, Any]:
+    """/api/embed's answer (``started_ns``: perf_counter_ns when the request arrived)."""
     vectors = result.embeddings
-    return json_response({
+    return {
         "model": internal.model or result.model,
         "embeddings": [float32_base64(v) for v in vectors] if encoding == "base64" else vectors,
-        "total_duration": time.perf_counter_ns() - started,
+        "total_duration": time.perf_counter_ns() - started_ns,
         "load_duration": result.load_ns,
         "prompt_eval_count": result.prompt_tokens,
-    })
+    }
+
+
+@protected.post("/api/embed", summary="Embed one or more texts (Ollama)", response_model=OllamaEmbedResponse)
+async def embed(request: Request, body: EmbedJson = None) -> Response:
+    started = time.perf_counter_ns()
+    internal, encoding = embed_request(decode(body, EMBED_REQUEST, await request.body()))
+    result = await until_disconnect(request, engine_of(request).embed(internal))
+    note_for_access_log(request, internal, result)
+    return json_response(embed_answer(internal, result, encoding, started))
 
 
 @protected.post("/api/embeddings", summary="Embed one prompt (legacy Ollama)",

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, WithJsonSchema
 
 from ..engine.errors import ModelUnavailable
-from ..engine.types import EmbedRequest
+from ..engine.types import EmbedRequest, EmbedResult
 from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
 from .errors import ApiError
 from .models_info import openai_models
@@ -19,7 +19,7 @@ from .schemas import OPENAI_ERRORS, OpenAIEmbeddingsResponse, OpenAIModel, OpenA
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=OPENAI_ERRORS)
 
 OpenAIInput = Union[str, list[str], list[int], list[list[int]]]
-# Documented as OpenAI's union, but validated by hand (``_to_request``): pydantic's union validation of a
+# Documented as OpenAI's union, but validated by hand (``to_request``): pydantic's union validation of a
 # multi-megabyte array builds an error per element per branch (gigabytes for one 16 MB body).
 _INPUT_SCHEMA = TypeAdapter(OpenAIInput).json_schema()
 _INVALID_INPUT = ("'$.input' is invalid: expected a string, an array of strings, an array of integers "
@@ -42,7 +42,7 @@ def _is_ids(value: Any) -> bool:
     return type(value) is list and all(type(i) is int for i in value)  # bool is not an id
 
 
-def _to_request(body: EmbeddingsBody, max_inputs: int, max_tokens: int) -> EmbedRequest:
+def to_request(body: EmbeddingsBody, max_inputs: int, max_tokens: int) -> EmbedRequest:
     """Translate the OpenAI body into the engine's request (all the validation OpenAI does)."""
     raw = body.input
     if type(raw) is str:
@@ -79,16 +79,21 @@ async def create_embeddings(body: EmbeddingsBody, request: Request) -> Response:
 async def answer(body: EmbeddingsBody, request: Request) -> Response:
     """The OpenAI answer to ``body`` (also for OpenAI bodies sent to /embeddings, see simple.py)."""
     settings = engine_of(request).settings
-    internal = _to_request(body, settings.max_inputs, settings.max_request_tokens)
+    internal = to_request(body, settings.max_inputs, settings.max_request_tokens)
     result = await until_disconnect(request, engine_of(request).embed(internal))
     note_for_access_log(request, internal, result)
+    return json_response(embeddings_answer(body, result))
+
+
+def embeddings_answer(body: EmbeddingsBody, result: EmbedResult) -> dict[str, Any]:
+    """/v1/embeddings' answer to ``body``."""
     vectors = result.embeddings
     if body.encoding_format == "base64":
         data = [{"object": "embedding", "index": i, "embedding": float32_base64(v)} for i, v in enumerate(vectors)]
     else:
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
     usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
-    return json_response({"object": "list", "data": data, "model": body.model, "usage": usage})
+    return {"object": "list", "data": data, "model": body.model, "usage": usage}
 
 
 @router.get("/models", summary="List models (OpenAI)", response_model=OpenAIModelList)

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from ..engine.types import EmbedRequest
+from ..engine.types import EmbedRequest, EmbedResult
 from . import openai
 from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
 from .errors import ApiError
@@ -46,19 +46,28 @@ _BODY_DOC = {"requestBody": {"required": True, "content": {"application/json": {
              response_model=Union[SimpleEmbeddingsResponse, OpenAIEmbeddingsResponse], openapi_extra=_BODY_DOC,
              dependencies=[Depends(require_api_key)])
 async def embeddings(request: Request) -> Response:
-    started = time.perf_counter()
+    started = time.perf_counter_ns()
     body = _json(await request.body())
     if isinstance(body, dict) and "input" in body:
         request.state.dialect = "openai"  # errors from here on in OpenAI's shape
         return await openai.answer(_validate(openai.EmbeddingsBody, body), request)
-    texts = _validate(TextsBody, body)
-    if not texts.texts:
-        raise ApiError(400, '"texts" must not be empty: send at least one text', param="texts")
-    internal = EmbedRequest(model=texts.model, inputs=texts.texts, normalize=texts.normalize)
+    internal = texts_request(_validate(TextsBody, body))
     result = await until_disconnect(request, engine_of(request).embed(internal))
     note_for_access_log(request, internal, result)
-    return json_response({"embeddings": result.embeddings, "count": len(result.embeddings),
-                          "total_time_ms": round((time.perf_counter() - started) * 1000, 3)})
+    return json_response(texts_answer(result, started))
+
+
+def texts_request(texts: TextsBody) -> EmbedRequest:
+    """The engine's request for a ``{texts, normalize}`` body."""
+    if not texts.texts:
+        raise ApiError(400, '"texts" must not be empty: send at least one text', param="texts")
+    return EmbedRequest(model=texts.model, inputs=texts.texts, normalize=texts.normalize)
+
+
+def texts_answer(result: EmbedResult, started_ns: int) -> dict[str, Any]:
+    """The answer to a ``{texts}`` body whose request arrived at ``started_ns`` (perf_counter_ns)."""
+    return {"embeddings": result.embeddings, "count": len(result.embeddings),
+            "total_time_ms": round((time.perf_counter_ns() - started_ns) / 1e6, 3)}
 
 
 def _json(raw: bytes) -> Any:

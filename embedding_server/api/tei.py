@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from .. import __version__
 from ..engine.pipeline import TOKENIZER_THREADS
 from ..engine.types import COLBERT, SPARSE, TOKENS, EmbedRequest, EmbedResult
+from ..settings import Settings
 from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
 from .errors import ApiError
 from .models_info import kinds
@@ -72,11 +73,11 @@ def _embed_inputs(raw: Any, limit: int) -> list:
     return batch
 
 
-def _internal(body: EmbedAllBody | SimilarityParameters, request: Request, inputs: list, **options) -> EmbedRequest:
+def _internal(body: EmbedAllBody | SimilarityParameters, settings: Settings, inputs: list, **options) -> EmbedRequest:
     """The engine's request for the default model: token ids are the model's own whole sequences (TEI's reading),
     ``truncate`` defaults to EMBED_AUTO_TRUNCATE."""
     ids = any(type(x) is list for x in inputs)
-    truncate = engine_of(request).settings.auto_truncate if body.truncate is None else body.truncate
+    truncate = settings.auto_truncate if body.truncate is None else body.truncate
     return EmbedRequest(model=None, inputs=inputs, truncate=truncate, truncation_direction=body.truncation_direction,
                         prompt_name=body.prompt_name, token_ids=ids, ids_mode="model_full" if ids else None, **options)
 
@@ -86,18 +87,26 @@ async def _run(request: Request, internal: EmbedRequest) -> tuple[EmbedResult, d
     started = time.perf_counter_ns()
     result = await until_disconnect(request, engine_of(request).embed(internal))
     note_for_access_log(request, internal, result)
-    ms = str((time.perf_counter_ns() - started) // 1_000_000)
-    headers = {"x-compute-time": ms, "x-total-time": ms, "x-compute-tokens": str(result.prompt_tokens),
-               "x-compute-characters": str(sum(len(x) for x in internal.inputs))}
-    return result, headers
+    return result, compute_headers(internal, result, started)
+
+
+def compute_headers(internal: EmbedRequest, result: EmbedResult, started_ns: int) -> dict[str, str]:
+    """TEI's x-compute-* headers for a request whose work began at ``started_ns`` (perf_counter_ns)."""
+    ms = str((time.perf_counter_ns() - started_ns) // 1_000_000)
+    return {"x-compute-time": ms, "x-total-time": ms, "x-compute-tokens": str(result.prompt_tokens),
+            "x-compute-characters": str(sum(len(x) for x in internal.inputs))}
+
+
+def embed_request(body: EmbedBody, settings: Settings) -> EmbedRequest:
+    """The engine's request for POST /embed's ``body``."""
+    inputs = _embed_inputs(body.inputs, settings.max_inputs)
+    _check_not_empty(inputs)
+    return _internal(body, settings, inputs, normalize=body.normalize, dimensions=body.dimensions)
 
 
 @router.post("/embed", summary="Pooled embeddings (TEI)", response_model=EMBED_RESPONSE)
 async def embed(body: EmbedBody, request: Request) -> Response:
-    inputs = _embed_inputs(body.inputs, engine_of(request).settings.max_inputs)
-    _check_not_empty(inputs)
-    internal = _internal(body, request, inputs, normalize=body.normalize, dimensions=body.dimensions)
-    result, headers = await _run(request, internal)
+    result, headers = await _run(request, embed_request(body, engine_of(request).settings))
     return json_response(result.embeddings, headers=headers)
 
 
@@ -108,7 +117,7 @@ async def embed_all(body: EmbedAllBody, request: Request) -> Response:
     inputs = _embed_inputs(body.inputs, engine.settings.max_inputs)
     _check_not_empty(inputs)
     colbert = COLBERT in (await engine.facts(load=True)).outputs
-    result, headers = await _run(request, _internal(body, request, inputs,
+    result, headers = await _run(request, _internal(body, engine_of(request).settings, inputs,
                                                     outputs=frozenset({COLBERT if colbert else TOKENS})))
     return json_response(result.colbert if colbert else result.token_states, headers=headers)
 
@@ -121,7 +130,7 @@ async def embed_sparse(body: EmbedAllBody, request: Request) -> Response:
     if SPARSE not in (await engine.facts(load=True)).outputs:
         raise ApiError(424, _NO_SPARSE_HEAD)  # TEI's answer for a model without SPLADE pooling
     _check_not_empty(inputs)
-    result, headers = await _run(request, _internal(body, request, inputs, outputs=frozenset({SPARSE})))
+    result, headers = await _run(request, _internal(body, engine_of(request).settings, inputs, outputs=frozenset({SPARSE})))
     sparse = [[{"index": i, "value": w} for i, w in zip(ids.tolist(), weights.tolist())]
               for ids, weights in result.sparse]
     return json_response(sparse, headers=headers)
@@ -141,7 +150,7 @@ async def similarity(body: SimilarityBody, request: Request) -> Response:
         raise _invalid("inputs.sentences", "an array of strings")
     texts = [body.inputs.source_sentence, *sentences]
     _check_not_empty(texts)
-    result, headers = await _run(request, _internal(body.parameters or SimilarityParameters(), request, texts))
+    result, headers = await _run(request, _internal(body.parameters or SimilarityParameters(), engine_of(request).settings, texts))
     vectors = result.embeddings  # L2-normalised: their dot products are the cosines
     return json_response(vectors[1:] @ vectors[0], headers=headers)
 

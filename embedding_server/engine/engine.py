@@ -27,6 +27,7 @@ from .scheduler import CostModel
 from .types import EmbedRequest, EmbedResult, RerankRequest, RerankResult
 from .worker import BatchStats, ModelWorker
 
+_timeout = getattr(asyncio, "timeout", None)
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -196,7 +197,10 @@ class Engine:
 
         seconds = self.settings.request_timeout_s
         try:
-            return await asyncio.wait_for(held(), seconds)
+            if _timeout is None:  # Python 3.10
+                return await asyncio.wait_for(held(), seconds)
+            async with _timeout(seconds):  # a timer on this task, where wait_for starts a task per request
+                return await held()
         except asyncio.TimeoutError:
             raise RequestTimeout(f"the request did not finish within {seconds:g} s (EMBED_REQUEST_TIMEOUT_S)") \
                 from None

@@ -63,6 +63,21 @@ def settle(ticket: Ticket, value=None, error: BaseException | None = None) -> No
     ticket.loop.call_soon_threadsafe(_settle, ticket.future, value, error)
 
 
+def settle_results(tickets: list[Ticket]) -> None:
+    """Resolve each ticket's future to its results, from any thread: one wake-up of each event loop involved
+    (a batch of eight queries wakes the loop once, not eight times)."""
+    loops: dict[int, list[Ticket]] = {}
+    for ticket in tickets:
+        loops.setdefault(id(ticket.loop), []).append(ticket)
+    for group in loops.values():
+        group[0].loop.call_soon_threadsafe(_settle_each, group)
+
+
+def _settle_each(tickets: list[Ticket]) -> None:
+    for ticket in tickets:
+        _settle(ticket.future, ticket.results, None)
+
+
 def _settle(future: asyncio.Future, value, error) -> None:
     if future.done():
         return

@@ -23,7 +23,7 @@ from ..model.job import EmbedJob, job_of
 from .errors import InferenceFailed, ModelUnavailable
 from .heap import HeapTrimmer
 from .scheduler import CostModel
-from .work_queue import Item, Ticket, WorkQueue, settle
+from .work_queue import Item, Ticket, WorkQueue, settle, settle_results
 
 log = logging.getLogger(__name__)
 
@@ -286,19 +286,19 @@ class ModelWorker:
         self.last_batch_failed = False
         self.batches_run += 1
         self._observe(batch, job.seconds, failed=False, fallback=job.fell_back is not None, slices=job.slices)
+        complete = []
         for position, item in enumerate(batch):
             ticket = item.ticket
             if ticket.cancelled:
                 continue
             try:
-                complete = ticket.fill(item.index, job.result, position)
+                if ticket.fill(item.index, job.result, position):
+                    complete.append(ticket)
             except Exception as exc:  # noqa: BLE001 - this request's answer is lost, not the others'
                 log.error("model %s: delivering a result failed: %s: %s", self.name, type(exc).__name__, exc)
                 self.queue.cancel(ticket)
                 settle(ticket, error=InferenceFailed(f"inference failed for this batch: {type(exc).__name__}"))
-                continue
-            if complete:
-                settle(ticket, ticket.results)
+        settle_results(complete)
 
     def _observe(self, batch: list[Item], seconds: float, failed: bool, fallback: bool = False,
                  slices: int = 1) -> None:

@@ -50,8 +50,10 @@ def test_a_bad_input_fails_only_its_own_request():
 
 def test_metrics_are_recorded_before_the_result_is_delivered(monkeypatch):
     events = []
-    real_settle = worker_module.settle
+    real_settle, real_results = worker_module.settle, worker_module.settle_results
     monkeypatch.setattr(worker_module, "settle", lambda *a, **k: (events.append("settle"), real_settle(*a, **k)))
+    monkeypatch.setattr(worker_module, "settle_results",
+                        lambda tickets: (events.extend(["settle"] * len(tickets)), real_results(tickets)))
 
     async def main():
         with worker_for(FakeEmbedder(), on_batch=lambda stats: events.append("observe")) as w:
