@@ -7,7 +7,8 @@
   still gets Ollama's plain-text banner (the route of api/ollama.py, which this one steps aside for).
 - ``GET /ui/api/models`` (models with all their facts, the memory budget), ``GET /ui/api/stats`` (the recent load:
   console_data.LiveStats), ``POST /ui/api/tokenize`` (each text's tokens for a named model): behind the API key
-  when one is set, like every data route. Everything else the page does goes through the public API routes
+  when one is set, like every data route; the page's own, so left out of the OpenAPI document (they may change
+  with the page). Everything else the page does goes through the public API routes
   (/api/embed, /api/encode, /api/generate, /v1/rerank), with the key the user typed (kept in session storage).
 """
 
@@ -104,7 +105,7 @@ async def _sampling(app):
 
 router = APIRouter(lifespan=_sampling, include_in_schema=False)
 pages = APIRouter(route_class=BrowserRoute, include_in_schema=False)
-data = APIRouter(prefix="/ui/api", dependencies=[Depends(require_api_key)], tags=["Console"])
+data = APIRouter(prefix="/ui/api", dependencies=[Depends(require_api_key)], include_in_schema=False)
 
 
 @pages.get("/", summary="A browser's / goes to the console")

@@ -56,6 +56,7 @@ def test_page_and_files_are_served_with_a_strict_csp(client):
     assert client.get("/ui/static/../console.py").status_code == 404
     assert client.get("/ui/static/missing.js").status_code == 404
     assert client.get("/ui/", follow_redirects=False).headers["location"].endswith("/ui")
+    assert not any(p.startswith("/ui") for p in client.get("/openapi.json").json()["paths"])  # the page's own
 
 
 def test_files_have_no_inline_code_no_remote_origin_and_stay_small():
