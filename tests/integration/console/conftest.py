@@ -67,9 +67,9 @@ def console_models(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def console_server(console_models, tmp_path_factory):
+def console_server(browser, console_models, tmp_path_factory):
     """A live server over the tiny models with the embedded MiniLM as default model and a memory limit (the Models
-    view shows its budget)."""
+    view shows its budget). After ``browser``: without one, no server is started for nothing."""
     log = tmp_path_factory.mktemp("logs") / "console-server.log"
     env = {"EMBED_MEMORY_LIMIT_MB": "4096"}
     with running_server(console_models, env=env, model=DEFAULT, log_path=log) as (base, _proc):
@@ -77,7 +77,7 @@ def console_server(console_models, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def keyed_server(console_models, tmp_path_factory):
+def keyed_server(browser, console_models, tmp_path_factory):
     """A live server that demands an API key (EMBED_API_KEY), default model the tiny BERT."""
     log = tmp_path_factory.mktemp("logs") / "console-keyed-server.log"
     with running_server(console_models, env={"EMBED_API_KEY": API_KEY}, model=BERT, log_path=log) as (base, _proc):
