@@ -535,11 +535,16 @@
       "aria-label": "2-D PCA projection of the vectors (" + explained[0] + "% and " + explained[1] + "% of the variance)" },
     svg("line", { class: "axis", x1: pad / 2, y1: S / 2, x2: S - pad / 2, y2: S / 2 }),
     svg("line", { class: "axis", x1: S / 2, y1: pad / 2, x2: S / 2, y2: S - pad / 2 }));
+    const labels = [];  // label positions so far: a label that would cover another moves down a line
     points.forEach(([x, y], i) => {
+      const lx = px(x) + 7;
+      let ly = py(y) + 4;
+      while (labels.some(([ox, oy]) => Math.abs(ox - lx) < 26 && Math.abs(oy - ly) < 11)) ly += 12;
+      labels.push([lx, ly]);
       chart.append(svg("g", { "data-index": i, "data-x": x, "data-y": y },
         svg("title", {}, "T" + (i + 1) + ": " + texts[i]),
         svg("circle", { cx: px(x).toFixed(1), cy: py(y).toFixed(1), r: 5 }),
-        svg("text", { x: (px(x) + 7).toFixed(1), y: (py(y) + 4).toFixed(1) }, "T" + (i + 1))));
+        svg("text", { x: lx.toFixed(1), y: ly.toFixed(1) }, "T" + (i + 1))));
     });
     return el("figure", { class: "pca-figure" }, chart,
       el("figcaption", { class: "muted", text: "PCA: first two components, " + explained[0] + "% and " + explained[1] + "% of the variance." }));
@@ -603,7 +608,7 @@
         const w = weights[i].get(tok.id) || 0;
         const chip = el("span", { class: "tok" + (tok.special ? " special" : "") + (w > 0 ? " weighted" : ""), tabindex: "0",
           title: visible(tok.text) + ": " + w.toFixed(4), text: visible(tok.text), data: { id: tok.id, weight: w } });
-        if (w > 0) chip.style.backgroundColor = "hsla(35, 95%, 55%, " + (0.15 + 0.85 * (w / max)).toFixed(3) + ")";
+        if (w > 0) chip.style.backgroundColor = "hsl(35, 95%, " + (90 - 38 * (w / max)).toFixed(1) + "%)";  // opaque: dark text reads on it
         row.append(chip);
       }
       const top = [...weights[i].entries()].sort((a, b) => b[1] - a[1]).slice(0, 5);
