@@ -3,12 +3,14 @@ clients send single-query requests, grouped into stages.
 
     python -m bench.profile_requests                       # 8 clients, /api/embed, 20 s
     python -m bench.profile_requests --clients 1 --path /v1/embeddings --seconds 10
-    python -m bench.profile_requests --out /tmp/prof       # also keeps py-spy's raw stacks and a flame graph
+    python -m bench.profile_requests --out /tmp/prof       # keeps py-spy's raw stacks there
+    python -m bench.profile_requests --no-spy              # only the per-thread CPU and the batch sizes
 
-Needs py-spy (``pip install py-spy``; it reads the server process, which works without root for a child
-process on most Linux hosts). The table gives each stage's share of the event loop's busy samples and, from
-the thread's CPU time over the same window, its milliseconds of CPU per request. The per-thread CPU of the
-whole server (event loop, model worker, torch's other threads, tokenizer threads) is printed too.
+Needs py-spy (the bench extra; it attaches to the server, a child process: root or ptrace rights). Samples
+include native frames, so that the loop's idle waits (epoll) are left out and its socket syscalls counted. The
+table gives each stage's share of the event loop's busy samples and, from the thread's CPU time over the same
+window, its milliseconds of CPU per request. The per-thread CPU of the whole server (event loop, model worker,
+torch's other threads) and the mean batch size are printed too.
 """
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ from .cpumeter import stat_cpu_s
 from .server import Server
 
 # The first rule matching a frame, walking from the leaf to the root, names the sample's stage.
+IDLE = re.compile(r"^(epoll_pwait|epoll_wait|uv__io_poll) ")  # the loop waiting for work (with --native)
 STAGES: list[tuple[str, str]] = [
+    ("socket reads and writes (kernel)", r"^(write|writev|read|recv|send|sendmsg|recvmsg) |UVStream_write|uv__read"),
     ("tokenize", r"tokenizers|tokenization|transformers/tokenization|token_ids|tokenize_inline"),
     ("access log + metrics", r"prometheus_client|/logging/|observability\.py"),
     ("request body: read + decode + validate", r"go_json\.py|_inputs|_encoding|keep_alive_seconds|"
@@ -43,7 +47,7 @@ STAGES: list[tuple[str, str]] = [
     ("routing + FastAPI handler", r"starlette/routing|fastapi/routing|fastapi/dependencies|solve_dependencies|"
                                   r"starlette/requests|concurrency"),
     ("HTTP server (uvicorn, httptools)", r"uvicorn|httptools|h11"),
-    ("asyncio / uvloop scheduling", r"asyncio|uvloop"),
+    ("asyncio / uvloop scheduling", r"asyncio|uvloop|Loop__|Handle__|^uv_|^uv__|task_step|TaskStep|_asyncio"),
 ]
 
 
@@ -76,7 +80,10 @@ def parse_raw(path: Path, tid: int) -> Counter:
         frames = stack.split(";")
         if not frames or f"{tid:#x}" not in frames[0] and f"({tid})" not in frames[0] and str(tid) not in frames[0]:
             continue
-        stages[stage_of(frames[1:][::-1])] += int(count)
+        leaf_first = frames[1:][::-1]
+        if leaf_first and IDLE.match(leaf_first[0]):
+            continue
+        stages[stage_of(leaf_first)] += int(count)
     return stages
 
 
@@ -107,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--python-only", action="store_true", help="Python frames only (py-spy --nonblocking: the "
+                   "server is not paused to sample, but the loop's idle waits cannot be told from its C work)")
+    p.add_argument("--no-spy", action="store_true", help="only the per-thread CPU (no sampling profiler running)")
     args = p.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out = args.out or Path(tempfile.mkdtemp(prefix="profile-"))
@@ -119,15 +129,23 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.0)  # the clients reach a steady state
         before, n0, t0 = thread_cpu(pid), done[0], time.perf_counter()
         raw = out / "py-spy.txt"
-        subprocess.run([spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--duration",
-                        str(int(args.seconds)), "--format", "raw", "--threads", "--nonblocking", "--output",
-                        str(raw)], check=True, capture_output=True)
+        if args.no_spy:
+            time.sleep(args.seconds)
+        else:
+            subprocess.run([spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--duration",
+                            str(int(args.seconds)), "--format", "raw", "--threads", *(["--nonblocking"] if args.python_only else ["--native"]), "--output",
+                            str(raw)], check=True, capture_output=True)
         after, n1, elapsed = thread_cpu(pid), done[0], time.perf_counter() - t0
         stop.set()
         for t in threads:
             t.join()
+        with load.client(server.base_url) as c:
+            metrics = c.get("/metrics")[1].decode()
     requests = n1 - n0
     print(f"{args.clients} clients, {args.path}: {requests} requests in {elapsed:.1f} s = {requests / elapsed:.0f}/s")
+    count, total = (float(next(line.split()[-1] for line in metrics.splitlines()
+                               if line.startswith(f"embed_batch_size_{k}{{"))) for k in ("count", "sum"))
+    print(f"batches since start: {count:.0f}, mean size {total / count:.2f} inputs")
     print("\nCPU per request by thread (ms):")
     for tid, (name, cpu) in sorted(after.items(), key=lambda kv: -(kv[1][1] - before.get(kv[0], ("", 0))[1])):
         spent = cpu - before.get(tid, ("", 0.0))[1]
@@ -135,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             label = "event loop" if tid == pid else name
             print(f"  {label:<24} {spent * 1e3 / requests:7.3f}")
     loop_ms = (after[pid][1] - before[pid][1]) * 1e3 / requests
+    print(f"  {'whole server':<24} {sum(c for _, c in after.values()) * 1e3 / requests - sum(c for _, c in before.values()) * 1e3 / requests:7.3f}")
+    if args.no_spy:
+        return 0
     stages = parse_raw(raw, pid)
     total = sum(stages.values()) or 1
     print(f"\nEvent loop: {loop_ms:.3f} ms CPU per request, by stage ({total} samples):")

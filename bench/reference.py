@@ -137,6 +137,38 @@ def engine_references(folder: str | Path, texts: list[str], query: str, threads:
     return {"forward": enc.forward_kind, "bulk": measure(bulk), "single": measure(single)}
 
 
+class ModelLayer:
+    """This service's model layer in-process (SentenceEncoder with the server's defaults), for the small-request
+    targets: one query (tokenise + forward + pool + L2), and a batch of eight copies of it (what eight concurrent
+    single-query clients amount to when their requests share a forward)."""
+
+    def __init__(self, folder: str | Path, threads: int):
+        from embedding_server.model.encoder import SentenceEncoder
+        from embedding_server.settings import Settings
+
+        defaults = Settings()
+        self.enc = SentenceEncoder(Path(folder), num_threads=threads, padding_free=defaults.padding_free,
+                                   short_batch_copy_mb=defaults.short_batch_copy_mb)
+
+    def _timed(self, texts: list[str], reps: int) -> list[float]:
+        for _ in range(10):
+            self.enc.embed(self.enc.tokenize(texts))
+        lat = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            self.enc.embed(self.enc.tokenize(texts))
+            lat.append((time.perf_counter() - t0) * 1e3)
+        return lat
+
+    def single(self, query: str, reps: int = 200) -> dict:
+        lat = self._timed([query], reps)
+        return {"p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95), "n": reps}
+
+    def batch(self, query: str, size: int = 8, reps: int = 100) -> dict:
+        lat = self._timed([query] * size, reps)
+        return {"size": size, "p50_ms": percentile(lat, 50), "sentences_per_s": size * 1e3 / percentile(lat, 50)}
+
+
 def st_reference(folder: str | Path, texts: list[str], threads: int, measure=_plain) -> dict:
     """sentence-transformers encode(batch_size=32, normalize_embeddings=True) -> sentences/s."""
     from sentence_transformers import SentenceTransformer

@@ -49,11 +49,18 @@ def round_ratios(r: dict) -> dict[str, list[float]]:
     rounds = r.get("rounds") or [{"raw_bulk": r["reference"]["raw"]["bulk"], "bulk_1": r["server"]["bulk_1"],
                                   "raw_single": r["reference"]["raw"]["single"], "single": r["server"]["single"],
                                   "concurrent": r["server"]["concurrent"]}]
-    return {
+    out = {
         "bulk": [x["bulk_1"]["sentences_per_s"] / x["raw_bulk"]["sentences_per_s"] for x in rounds],
         "concurrency": [x["concurrent"]["sentences_per_s"] / x["single"]["sentences_per_s"] for x in rounds],
         "single": [x["single"]["p50_ms"] / x["raw_single"]["p50_ms"] for x in rounds],
     }
+    if all("layer_batch8" in x for x in rounds):  # the small-request targets (issue 25)
+        out["8 clients / layer batch of 8"] = [x["concurrent"]["sentences_per_s"]
+                                              / x["layer_batch8"]["sentences_per_s"] for x in rounds]
+        out["single p50 - layer single p50 (ms)"] = [x["single"]["p50_ms"] - x["layer_single"]["p50_ms"]
+                                                     for x in rounds]
+        out["event-loop CPU per query, 8 clients (ms)"] = [x["concurrent"]["loop_cpu_ms"] for x in rounds]
+    return out
 
 
 def _noisy_round(r: dict, keys: tuple[str, ...]) -> list[dict]:
@@ -77,6 +84,7 @@ def targets(r: dict) -> list[dict]:
          [srv["single"], raw["single"], *_noisy_round(r, ("raw_single", "single"))]),
         ("fairness p95 / one full batch", srv["fairness"]["p95_ms"]
          / raw["bulk"]["batch_ms_median"], "<=", 2.0, "x", [srv["fairness"], raw["bulk"]]),
+        *_small_request_rows(r, ratios),
         ("server RSS after warm-up", srv["rss_warm_mb"], "<=", 700, "MB", []),
         (f"peak RSS increase, {srv['fairness']['inputs']}-input request",
          srv["fairness"]["peak_increase_mb"], "<=", 300, "MB", []),
@@ -90,7 +98,23 @@ def targets(r: dict) -> list[dict]:
     return out
 
 
+def _small_request_rows(r: dict, ratios: dict) -> list[tuple]:
+    """Issue 25's targets: small requests at the speed of the model layer's own forward."""
+    if "8 clients / layer batch of 8" not in ratios:
+        return []
+    return [
+        ("8 single-query clients / model layer's batch of 8 in-process (throughput)",
+         ratios["8 clients / layer batch of 8"], ">=", 0.85, "x", _noisy_round(r, ("concurrent", "layer_batch8"))),
+        ("1 client: single p50 - model layer's single p50", ratios["single p50 - layer single p50 (ms)"], "<=",
+         1.0, "ms", _noisy_round(r, ("single", "layer_single"))),
+        ("server event-loop CPU per query, 8 clients", ratios["event-loop CPU per query, 8 clients (ms)"], "<=",
+         0.25, "ms", _noisy_round(r, ("concurrent",))),
+    ]
+
+
 def _fmt(v: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{v:.2f} ms"
     return f"{v:.3f}x" if unit == "x" else f"{v:.0f} {unit}"  # 3 decimals: a ratio can sit right at its threshold
 
 
@@ -102,12 +126,22 @@ def _engine_rows(engine: dict | None) -> list[tuple[str, str, dict]]:
     if not engine:
         return []
     forward = engine["forward"]
-    return [
+    rows = [
         (f"Diagnostic: this service's model layer in-process ({forward}), batches of 32 in request order",
          f"{engine['bulk']['sentences_per_s']:.1f} sentences/s", engine["bulk"]),
         ("Diagnostic: this service's model layer in-process, one sentence (p50 / p95)",
          f"{engine['single']['p50_ms']:.1f} / {engine['single']['p95_ms']:.1f} ms", engine["single"]),
     ]
+    if "layer_batch8" in engine:
+        rows += [
+            ("Reference: the model layer in-process, the query alone, paired with the server's single latency "
+             "(p50 / p95)", f"{engine['layer_single']['p50_ms']:.2f} / {engine['layer_single']['p95_ms']:.2f} ms",
+             engine["layer_single"]),
+            ("Reference: the model layer in-process, a batch of 8 copies of the query (p50; throughput)",
+             f"{engine['layer_batch8']['p50_ms']:.1f} ms; {engine['layer_batch8']['sentences_per_s']:.1f} "
+             "sentences/s", engine["layer_batch8"]),
+        ]
+    return rows
 
 
 def diagnostics(r: dict) -> list[str]:
@@ -122,6 +156,10 @@ def diagnostics(r: dict) -> list[str]:
         f"{srv['single']['p50_ms'] / engine['single']['p50_ms']:.2f}x "
         f"({srv['single']['p50_ms'] - engine['single']['p50_ms']:+.1f} ms)",
     ]
+
+
+def _loop_cpu(m: dict) -> str:
+    return f"; event loop {m['loop_cpu_ms']:.2f} ms CPU/request" if "loop_cpu_ms" in m else ""
 
 
 def markdown(r: dict) -> str:
@@ -155,12 +193,12 @@ def markdown(r: dict) -> str:
          f"{srv['bulk_4']['sentences_per_s']:.1f} sentences/s", srv["bulk_4"]),
         (f"Single latency, {srv['single']['n']} sequential 1-sentence requests (p50 / p95)",
          f"{srv['single']['p50_ms']:.1f} / {srv['single']['p95_ms']:.1f} ms "
-         f"({srv['single']['sentences_per_s']:.1f} req/s)", srv["single"]),
+         f"({srv['single']['sentences_per_s']:.1f} req/s){_loop_cpu(srv['single'])}", srv["single"]),
         (f"Diagnostic: HTTP round trip of `GET {srv['http_floor']['path']}` (p50; client + HTTP stack)",
          f"{srv['http_floor']['p50_ms']:.2f} ms", {}),
         (f"Concurrency, {srv['concurrent']['clients']} clients x {srv['concurrent']['per_client']} "
          "1-sentence requests", f"{srv['concurrent']['sentences_per_s']:.1f} sentences/s, "
-         f"p95 {srv['concurrent']['p95_ms']:.1f} ms", srv["concurrent"]),
+         f"p95 {srv['concurrent']['p95_ms']:.1f} ms{_loop_cpu(srv['concurrent'])}", srv["concurrent"]),
         (f"Fairness: 1-sentence p95 during a {fair['inputs']}-input request (n={fair['n']}, "
          f"max {fair['max_ms']:.0f} ms, bulk took {fair['bulk_s']:.1f} s)",
          f"{fair['p95_ms']:.1f} ms", fair),

@@ -123,6 +123,15 @@ def _median_of(rounds: list[dict], key: str, value) -> dict:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def with_loop_cpu(server: Server, scenario) -> dict:
+    """``scenario()``'s result, with the CPU the server's event-loop thread spent per request meanwhile
+    (``loop_cpu_ms``): HTTP, JSON, validation, tokenizing a query, logging, metrics, scheduling."""
+    before = server.thread_cpu_seconds()
+    out = scenario()
+    requests = out.get("n") or out["clients"] * out["per_client"]
+    return dict(out, loop_cpu_ms=(server.thread_cpu_seconds() - before) * 1e3 / requests)
+
+
 def run(args: argparse.Namespace) -> dict:
     cfg = dict(QUICK if args.quick else FULL, quick=args.quick, threads=args.threads)
     if not args.model_dir:
@@ -152,6 +161,7 @@ def run(args: argparse.Namespace) -> dict:
     if not args.skip_st:
         log("references: sentence-transformers encode")
         st = reference.st_reference(args.model_dir, texts, args.threads, measure)
+    layer = reference.ModelLayer(args.model_dir, args.threads)  # kept for the paired small-request rounds
     gc.collect()  # drop the diagnostic models; the raw reference stays for the paired rounds
     cpu = {"references": total.stop()}
     if wait:
@@ -186,14 +196,19 @@ def run(args: argparse.Namespace) -> dict:
                 "raw_bulk": dict(both["raw"], cpu=both["cpu"]),
                 "bulk_1": dict(both["server"], cpu=both["cpu"]),
                 "raw_single": measure(lambda: raw_model.single(q, reps=cfg["single_reps"])),
-                "single": measure(lambda: load.single(url, q, cfg["single_reps"])),
-                "concurrent": measure(lambda: load.concurrent(url, q, 8, cfg["per_client"])),
+                "layer_single": measure(lambda: layer.single(q, reps=cfg["single_reps"])),
+                "single": measure(lambda: with_loop_cpu(server, lambda: load.single(url, q, cfg["single_reps"]))),
+                "layer_batch8": measure(lambda: layer.batch(q, 8, reps=cfg["single_reps"] // 2)),
+                "concurrent": measure(lambda: with_loop_cpu(server, lambda: load.concurrent(
+                    url, q, 8, cfg["per_client"]))),
             })
         raw["bulk"] = _median_of(rounds, "raw_bulk", lambda m: m["sentences_per_s"])
         raw["single"] = _median_of(rounds, "raw_single", lambda m: m["p50_ms"])
         srv["bulk_1"] = _median_of(rounds, "bulk_1", lambda m: m["sentences_per_s"])
         srv["single"] = _median_of(rounds, "single", lambda m: m["p50_ms"])
         srv["concurrent"] = _median_of(rounds, "concurrent", lambda m: m["sentences_per_s"])
+        engine["layer_single"] = _median_of(rounds, "layer_single", lambda m: m["p50_ms"])
+        engine["layer_batch8"] = _median_of(rounds, "layer_batch8", lambda m: m["sentences_per_s"])
         log("bulk, 4 clients")
         srv["bulk_4"] = measure(lambda: load.bulk(url, batches, 4))
         srv["http_floor"] = load.http_floor(url)

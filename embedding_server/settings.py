@@ -11,7 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .durations import keep_alive_seconds
 
 
-def _split_list(value: str) -> list[str]:
+def split_list(value: str) -> list[str]:
+    """The non-empty, stripped parts of a comma-separated setting."""
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
@@ -56,7 +57,7 @@ class Settings(BaseSettings):
     @field_validator("model_aliases")
     @classmethod
     def _check_aliases(cls, value: str) -> str:
-        for pair in _split_list(value):
+        for pair in split_list(value):
             if pair.count("=") != 1 or not all(side.strip() for side in pair.split("=")):
                 raise ValueError(f"alias {pair!r} is not of the form alias=model")
         return value
@@ -75,7 +76,7 @@ class Settings(BaseSettings):
     @field_validator("model_dtypes")
     @classmethod
     def _check_model_dtypes(cls, value: str) -> str:
-        for pair in _split_list(value):
+        for pair in split_list(value):
             model, _, dtype = pair.partition("=")
             if not model.strip() or dtype.strip() not in ("float32", "bfloat16", "auto"):
                 raise ValueError(f"{pair!r} is not of the form model=float32|bfloat16|auto")
@@ -83,21 +84,21 @@ class Settings(BaseSettings):
 
     def dtype_of(self, model: str) -> str:
         """The dtype asked for ``model``: its EMBED_MODEL_DTYPES entry, else EMBED_DTYPE."""
-        chosen = dict(p.split("=", 1) for p in _split_list(self.model_dtypes))
+        chosen = dict(p.split("=", 1) for p in split_list(self.model_dtypes))
         return {k.strip(): v.strip() for k, v in chosen.items()}.get(model, self.dtype)
 
     @property
     def aliases(self) -> dict[str, str]:
         """Alias name -> served model name."""
-        return dict((a.strip(), m.strip()) for a, m in (p.split("=") for p in _split_list(self.model_aliases)))
+        return dict((a.strip(), m.strip()) for a, m in (p.split("=") for p in split_list(self.model_aliases)))
 
     @property
     def api_keys(self) -> list[str]:
-        return _split_list(self.api_key)
+        return split_list(self.api_key)
 
     @property
     def cors_origin_list(self) -> list[str]:
-        return _split_list(self.cors_origins)
+        return split_list(self.cors_origins)
 
 
 def unknown_environment(environ: dict[str, str]) -> list[str]:

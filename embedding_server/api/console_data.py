@@ -212,7 +212,7 @@ async def models_view(engine: Engine) -> dict:
             "name": f.name, "kind": kind_of(f), "architecture": f.architecture, "dimension": f.dimension,
             "context_length": f.context_length, "parameters": f.parameters, "pooling": f.pooling, "dtype": f.dtype,
             "outputs": [o for o in ("dense", "sparse", "colbert") if o in f.outputs], "size": f.size, "modified_at": _iso(f.modified), "loaded": f.loaded,
-            "state": _state(entry), "resident_bytes": f.resident_bytes if f.loaded else 0,
+            "state": _state(entry), "resident_bytes": (f.resident_bytes or f.size) if f.loaded else 0,  # /api/ps's size
             "estimated_bytes": needs.get(f.name), "expires_at": _iso(f.expires_at) if f.loaded else None,
             "default": default is not None and f.name == default.name,
             "aliases": sorted(a for a, target in engine.registry.aliases.items() if target == f.name)})

@@ -12,6 +12,7 @@ keep their exact messages. The responses are byte-for-byte those of the routes.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from starlette.responses import Response
 from ..engine.errors import EngineError
 from ..engine.inputs import small
 from ..engine.types import EmbedRequest, EmbedResult
-from ..settings import Settings
+from ..settings import Settings, split_list
 from . import ollama, openai, simple, tei, tei_schemas
 from .common import access_note, key_accepted, until_gone
 from .errors import ClientGone, engine_error_response, unexpected_error_response
@@ -100,8 +101,14 @@ def _plain_headers(scope: dict, settings: Settings, json_only: bool) -> bool:
         return False
     if json_only and content_type is not None and content_type.split(b";")[0].strip().lower() != b"application/json":
         return False
-    keys = settings.api_keys
+    keys = _api_keys(settings.api_key)
     return not keys or key_accepted(Headers(scope=scope), keys)
+
+
+@functools.lru_cache(maxsize=4)
+def _api_keys(setting: str) -> list[str]:
+    """``Settings.api_keys``, split once rather than per request."""
+    return split_list(setting)
 
 
 def _prepare(route: HotRoute, raw: bytes, settings: Settings) -> tuple[EmbedRequest, Answer] | None:

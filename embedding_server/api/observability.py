@@ -135,7 +135,10 @@ class AccessRecorder:
             line.update(embed_log)
             if not self.log_inputs:
                 line.pop("texts", None)
-        access_log.info(orjson.dumps(line).decode())
+        # One record handed to the handlers, as .info() would, minus its search of the stack for the caller's
+        # file and line (which no access-log format shows): a tenth of a query's event-loop time otherwise.
+        access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, "(access log)", 0,
+                                                orjson.dumps(line).decode(), None, None))
 
 
 class AccessLog:

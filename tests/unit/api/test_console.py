@@ -159,8 +159,8 @@ def test_load_and_unload_through_ollamas_route_show_in_models(client):
     assert client.post("/api/generate", json={"model": "tiny-xlmr", "keep_alive": 0}).status_code == 200
     from tests.support.wait import wait_until
 
-    wait_until(lambda: not state()["loaded"], 30, what="tiny-xlmr unloaded")
-    assert state()["state"] == "available" and state()["resident_bytes"] == 0
+    wait_until(lambda: state()["state"] == "available", 30, what="tiny-xlmr unloaded")  # past "unloading"
+    assert not state()["loaded"] and state()["resident_bytes"] == 0
 
 
 def test_tokenize_counts_equal_embeds_token_count(client):
