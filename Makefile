@@ -36,12 +36,14 @@ test-fast: install-test
 
 # Extra options go in ARGS, e.g. make bench ARGS="--quick" or ARGS="--bge-m3-shape --layers 6" (see bench/README.md).
 # The second command is the rerank scenario (bench/rerank.py) on a generated cross-encoder of the same family; the
-# third serves the model in float32 and bfloat16 side by side (bench/dtypes.py; reports "skipped" without native bf16).
+# third serves the model in float32 and bfloat16 side by side (bench/dtypes.py; reports "skipped" without native bf16);
+# the last samples where a single-query request's event-loop CPU goes, by stage (bench/profile_requests.py, py-spy).
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(ARGS)
 	$(BIN)/python -m bench.run --rerank $(ARGS)
 	$(BIN)/python -m bench.run --dtypes $(ARGS)
+	$(BIN)/python -m bench.profile_requests --out /tmp/bench-requests > bench/results/requests.md
 
 # The long-context bench on a generated 24-layer BGE-M3-shaped folder (built once, ~2.3 GB, cached), then the
 # rerank scenario on a generated bge-reranker-v2-m3-shaped one (--bge-m3-shape --rerank, ~2.3 GB, cached), then the
