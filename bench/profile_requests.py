@@ -28,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-from . import load, workload
+from . import load, reference, report, run, workload
 from .cpumeter import stat_cpu_s
 from .server import Server
 
@@ -87,23 +87,35 @@ def parse_raw(path: Path, tid: int) -> Counter:
     return stages
 
 
-def drive(url: str, path: str, clients: int, stop: threading.Event, done: list[int]) -> list[threading.Thread]:
-    """``clients`` threads sending one-query requests until ``stop``; ``done[0]`` counts the answers."""
-    body = orjson.dumps({"model": load.MODEL, "input": [workload.QUERY]})
-    lock = threading.Lock()
+def drive(url: str, path: str, clients: int, stop: threading.Event, latencies: list[float],
+          model: str = load.MODEL) -> list[threading.Thread]:
+    """``clients`` threads sending one-query requests until ``stop``; each answer's latency (ms) is appended."""
+    body = orjson.dumps({"model": model, "input": [workload.QUERY]})
 
     def run() -> None:
         with load.client(url) as c:
             while not stop.is_set():
+                t0 = time.perf_counter()
                 status, _ = c.post(path, body)
                 assert status == 200, status
-                with lock:
-                    done[0] += 1
+                latencies.append((time.perf_counter() - t0) * 1e3)  # list.append is atomic
 
     threads = [threading.Thread(target=run, daemon=True) for _ in range(clients)]
     for t in threads:
         t.start()
     return threads
+
+
+def window(pid: int, latencies: list[float], seconds: float, during=None) -> dict:
+    """Requests, their latencies and every thread's CPU over ``seconds`` (or while ``during()`` runs)."""
+    before, n0, t0 = thread_cpu(pid), len(latencies), time.perf_counter()
+    if during is None:
+        time.sleep(seconds)
+    else:
+        during()
+    after, lat, elapsed = thread_cpu(pid), latencies[n0:], time.perf_counter() - t0
+    cpu = {tid: (name, c - before.get(tid, ("", 0.0))[1]) for tid, (name, c) in after.items()}
+    return {"requests": len(lat), "elapsed": elapsed, "p50_ms": reference.percentile(lat, 50), "cpu": cpu}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,52 +128,70 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--python-only", action="store_true", help="Python frames only (py-spy --nonblocking: the "
                    "server is not paused to sample, but the loop's idle waits cannot be told from its C work)")
-    p.add_argument("--no-spy", action="store_true", help="only the per-thread CPU (no sampling profiler running)")
+    p.add_argument("--bge-m3-shape", action="store_true", help="serve the generated BGE-M3-shaped folder "
+                   "(bench/bge_m3_shape.py, built once into its cache) instead of the embedded MiniLM")
+    p.add_argument("--reference", action="store_true", help="first the model layer in-process: the query alone "
+                   "(p50) and a batch of as many copies as clients (throughput)")
+    p.add_argument("--no-spy", action="store_true", help="only the per-thread CPU and the batch sizes")
     args = p.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out = args.out or Path(tempfile.mkdtemp(prefix="profile-"))
     out.mkdir(parents=True, exist_ok=True)
-    with Server(args.threads) as server:
+    model, models_dir, folder = load.MODEL, None, None
+    if args.bge_m3_shape:
+        from . import bge_m3_shape
+
+        folder = bge_m3_shape.build(bge_m3_shape.cache_dir())
+        model, models_dir = folder.name, str(folder.parent)
+    print(f"Machine: {report.machine()['cpu']}, {args.threads} torch threads; model {model}; {args.clients} "
+          f"clients sending one query each to {args.path}.\n")
+    if args.reference:
+        layer = reference.ModelLayer(folder or run.default_model_dir(), args.threads)
+        one = layer.single(workload.QUERY, 50)
+        batch = layer.batch(workload.QUERY, args.clients, 30)
+        print(f"Model layer in-process: the query alone p50 {one['p50_ms']:.2f} ms; a batch of {args.clients} "
+              f"p50 {batch['p50_ms']:.2f} ms = {batch['sentences_per_s']:.1f} queries/s\n")
+        del layer
+    with Server(args.threads, model_dir=models_dir, extra_env={"EMBED_MODEL": model}) as server:
         pid = server.proc.pid
-        load.warmup(server.base_url, workload.sentences()[:128], workload.QUERY)
-        stop, done = threading.Event(), [0]
-        threads = drive(server.base_url, args.path, args.clients, stop, done)
+        with load.client(server.base_url) as c:
+            for _ in range(5):
+                load.embed(c, [workload.QUERY] * 8, model)
+        stop, latencies = threading.Event(), []
+        threads = drive(server.base_url, args.path, args.clients, stop, latencies, model)
         time.sleep(1.0)  # the clients reach a steady state
-        before, n0, t0 = thread_cpu(pid), done[0], time.perf_counter()
+        plain = window(pid, latencies, args.seconds)  # the figures, without a profiler attached
         raw = out / "py-spy.txt"
-        if args.no_spy:
-            time.sleep(args.seconds)
-        else:
-            subprocess.run([spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--duration",
-                            str(int(args.seconds)), "--format", "raw", "--threads", *(["--nonblocking"] if args.python_only else ["--native"]), "--output",
-                            str(raw)], check=True, capture_output=True)
-        after, n1, elapsed = thread_cpu(pid), done[0], time.perf_counter() - t0
+        if not args.no_spy:  # then the stage shares, from samples (py-spy pauses the server: more CPU)
+            window(pid, latencies, 0, lambda: subprocess.run(
+                [spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--duration", str(int(args.seconds)),
+                 "--format", "raw", "--threads", *(["--nonblocking"] if args.python_only else ["--native"]),
+                 "--output", str(raw)], check=True, capture_output=True))
         stop.set()
         for t in threads:
             t.join()
         with load.client(server.base_url) as c:
             metrics = c.get("/metrics")[1].decode()
-    requests = n1 - n0
-    print(f"{args.clients} clients, {args.path}: {requests} requests in {elapsed:.1f} s = {requests / elapsed:.0f}/s")
+    n = plain["requests"]
+    print(f"Server: {n} requests in {plain['elapsed']:.1f} s = {n / plain['elapsed']:.1f}/s, latency p50 "
+          f"{plain['p50_ms']:.2f} ms")
     count, total = (float(next(line.split()[-1] for line in metrics.splitlines()
                                if line.startswith(f"embed_batch_size_{k}{{"))) for k in ("count", "sum"))
-    print(f"batches since start: {count:.0f}, mean size {total / count:.2f} inputs")
-    print("\nCPU per request by thread (ms):")
-    for tid, (name, cpu) in sorted(after.items(), key=lambda kv: -(kv[1][1] - before.get(kv[0], ("", 0))[1])):
-        spent = cpu - before.get(tid, ("", 0.0))[1]
+    print(f"Batches since start: {count:.0f}, mean size {total / count:.2f} inputs\n")
+    print("CPU per request by thread (ms):\n\n| Thread | ms |\n|---|---|")
+    for tid, (name, spent) in sorted(plain["cpu"].items(), key=lambda kv: -kv[1][1]):
         if spent > 0.001:
-            label = "event loop" if tid == pid else name
-            print(f"  {label:<24} {spent * 1e3 / requests:7.3f}")
-    loop_ms = (after[pid][1] - before[pid][1]) * 1e3 / requests
-    print(f"  {'whole server':<24} {sum(c for _, c in after.values()) * 1e3 / requests - sum(c for _, c in before.values()) * 1e3 / requests:7.3f}")
+            print(f"| {'event loop' if tid == pid else name} | {spent * 1e3 / n:.3f} |")
+    print(f"| whole server | {sum(c for _, c in plain['cpu'].values()) * 1e3 / n:.3f} |")
+    loop_ms = plain["cpu"][pid][1] * 1e3 / n
     if args.no_spy:
         return 0
     stages = parse_raw(raw, pid)
-    total = sum(stages.values()) or 1
-    print(f"\nEvent loop: {loop_ms:.3f} ms CPU per request, by stage ({total} samples):")
+    busy = sum(stages.values()) or 1
+    print(f"\nEvent loop: {loop_ms:.3f} ms CPU per request, by stage (shares of {busy} busy samples):\n")
     print("| Stage | share | ms per request |\n|---|---|---|")
-    for stage, n in stages.most_common():
-        print(f"| {stage} | {n / total:.1%} | {loop_ms * n / total:.3f} |")
+    for stage, k in stages.most_common():
+        print(f"| {stage} | {k / busy:.1%} | {loop_ms * k / busy:.3f} |")
     print(f"\nraw stacks: {raw}")
     return 0
 

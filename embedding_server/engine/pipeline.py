@@ -127,5 +127,7 @@ def finish_dense(vectors: np.ndarray, dimensions: int | None, normalize: bool) -
         vectors = np.ascontiguousarray(vectors[:, :dimensions])
     if not normalize:
         return vectors
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    # np.linalg.norm(vectors, axis=1, keepdims=True)'s own arithmetic (the same bits), without its ~10 us of
+    # argument handling per request.
+    norms = np.sqrt(np.add.reduce(vectors * vectors, axis=1, keepdims=True))
     return vectors / np.maximum(norms, 1e-12)
