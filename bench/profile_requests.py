@@ -43,7 +43,8 @@ STAGES: list[tuple[str, str]] = [
                                                 r"pydantic|_validate|decode \("),
     ("response: build + encode", r"responses\.py|json_response|float32_base64|render|serialize_response"),
     ("engine: hold, queue, wait", r"engine/|until_disconnect|common\.py"),
-    ("middleware", r"middleware\.py|cors\.py|/middleware/|exceptions\.py"),
+    ("fast path: header checks, dispatch", r"api/fast\.py"),
+    ("middleware (ours, Starlette's, uvicorn's proxy headers)", r"middleware\.py|cors\.py|/middleware/|exceptions\.py"),
     ("routing + FastAPI handler", r"starlette/routing|fastapi/routing|fastapi/dependencies|solve_dependencies|"
                                   r"starlette/requests|concurrency"),
     ("HTTP server (uvicorn, httptools)", r"uvicorn|httptools|h11"),
