@@ -33,6 +33,18 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--api", choices=["ollama", "openai"], default="ollama", help="the server's dialect to use")
     embed.add_argument("--strict", action="store_true", help="refuse empty rows instead of skipping them")
     embed.add_argument("--models-dir", dest="models_dir", help="in-process: folder of model folders")
+    cluster = embed.add_argument_group("on a Ray cluster (pip install 'embedding-server[ray]'; docs/scaling.md)")
+    cluster.add_argument("--ray", action="store_true", help="run on Ray Data: INPUT a file or folder, OUT a Parquet "
+                         "dataset folder; local paths or URIs (s3://, gs://, hdfs://)")
+    cluster.add_argument("--ray-address", dest="ray_address", help="join this cluster (auto, ray://HOST:10001); "
+                         "default: start a local Ray instance")
+    cluster.add_argument("--concurrency", type=int, help="actors, each loading the model once (default: the "
+                         "cluster's CPUs / --cpus-per-actor)")
+    cluster.add_argument("--cpus-per-actor", dest="cpus_per_actor", type=float, default=1.0,
+                         help="CPUs (torch threads) per actor (default: 1)")
+    cluster.add_argument("--batch-size", dest="batch_size", type=int, default=1024, help="rows per batch (default: "
+                         "1024)")
+    cluster.add_argument("--outputs", help="dense,sparse,colbert: BGE-M3's heads as columns (default: dense)")
     return parser
 
 
@@ -46,6 +58,13 @@ def embed_command(args: argparse.Namespace) -> int:
     from .indexing.sources import SourceError
     from .indexing.store import OUTPUTS
 
+    if args.ray:
+        from .indexing.ray_run import ray_command
+
+        return ray_command(args)
+    if args.ray_address or args.concurrency or args.outputs:
+        print("embedding-server embed: --ray-address, --concurrency and --outputs go with --ray", file=sys.stderr)
+        return 1
     source = Path(args.input)
     out = Path(args.out) if args.out else source.with_suffix(".npy")
     if out.suffix.lower() not in OUTPUTS:
