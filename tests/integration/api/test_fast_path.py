@@ -58,9 +58,11 @@ def served(monkeypatch) -> list[bool]:
     return seen
 
 
-def answer(client, path: str, body, headers: dict | None = None) -> tuple[int, dict, object]:
+def answer(client, path: str, body, headers: dict | None = None, content_type: str | None = "application/json"
+           ) -> tuple[int, dict, object]:
     raw = b"" if body is None else json.dumps(body).encode()
-    r = client.post(path, content=raw, headers={"content-type": "application/json", **(headers or {})})
+    typed = {"content-type": content_type} if content_type else {}
+    r = client.post(path, content=raw, headers={**typed, **(headers or {})})
     content = r.json()
     if isinstance(content, dict):
         content = {k: v for k, v in content.items() if k not in TIMINGS}
@@ -113,3 +115,18 @@ def test_metrics_count_the_fast_paths_requests(client):
     for _ in range(3):
         assert client.post("/v1/embeddings", json={"model": MODEL, "input": "hi"}).status_code == 200
     assert count() == before + 3
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/json; charset=utf-8"])
+@pytest.mark.parametrize("path,body,reads_any_type", [
+    ("/api/embed", {"model": MODEL, "input": "hello"}, True),  # Ollama reads any body as JSON
+    ("/embeddings", {"texts": ["hello"]}, True),  # as the small services do
+    ("/v1/embeddings", {"model": MODEL, "input": "hello"}, False),
+    ("/embed", {"inputs": "hello"}, False)])
+def test_content_types_are_read_as_the_framework_reads_them(client, monkeypatch, served, path, body, reads_any_type,
+                                                              content_type):
+    via_fast = answer(client, path, body, content_type=content_type)
+    json_typed = content_type is not None and content_type.startswith("application/json")
+    assert served == ([True] if reads_any_type or json_typed else [])
+    monkeypatch.setattr(fast, "HOT_ROUTES", {})
+    assert via_fast == answer(client, path, body, content_type=content_type)
