@@ -207,6 +207,20 @@ def _message(exc: BaseException) -> str:
     return (text[-1] if text else type(exc).__name__)[:500]
 
 
+def _first_rows(filesystem, path: str, plan: Plan, n: int = 1000) -> float:
+    """Bytes per row (id and text) in Arrow over the first ``n`` rows of ``path``; reading them checks the columns."""
+    from itertools import islice
+
+    from .ray_source import _table, kind_of, rows
+
+    opened = filesystem.open_input_file(path) if kind_of(path) == "parquet" else filesystem.open_input_stream(path)
+    with opened as f:
+        first = list(islice(rows(f, path, plan.column, plan.id_column), n))
+    if not first:
+        return 256.0
+    return _table([key for key, _ in first], [t for _, t in first], plan.column, path).nbytes / len(first)
+
+
 def run(plan: Plan, address: str | None, concurrency: int | None, cpus_per_actor: float, batch_size: int,
         stream=sys.stderr) -> int:
     import ray
@@ -218,10 +232,7 @@ def run(plan: Plan, address: str | None, concurrency: int | None, cpus_per_actor
     in_fs, in_path = _resolve(plan.source)
     files = input_files(in_fs, in_path)
     out = Output(plan.out)
-    with in_fs.open_input_file(files[0].path) if files[0].path.lower().endswith(".parquet") \
-            else in_fs.open_input_stream(files[0].path) as f:  # a missing column: one line before any Ray work
-        from .ray_source import rows
-        next(iter(rows(f, files[0].path, plan.column, plan.id_column)), None)
+    row_bytes = _first_rows(in_fs, files[0].path, plan)  # and a missing column: one line before any Ray work
     manifest, state = prepare(plan, out, files)
     if state == "complete":
         print(f"{manifest.get('rows', 0)} vectors -> {out.uri} (already complete; remove it to embed again)",
@@ -234,11 +245,16 @@ def run(plan: Plan, address: str | None, concurrency: int | None, cpus_per_actor
     cpus = ray.cluster_resources().get("CPU", 1.0)
     actors = concurrency or max(1, int(cpus // cpus_per_actor))
     ctx = ray.data.DataContext.get_current()
+    block_size = ctx.target_max_block_size
     ctx.checkpoint_config = CheckpointConfig(id_column="id", checkpoint_path=out.checkpoint_uri,
                                              delete_checkpoint_on_success=True)
     tally = _tally_class().remote()
     source = TextRows([f.path for f in files], in_path, plan.column, plan.id_column, in_fs, block_rows=batch_size,
                       prefix_ids=len(files) > 1 and not plan.id_column)
+    # Blocks of about batch_size input rows (a read task's blocks are otherwise coalesced up to 128 MiB): about one
+    # batch per actor task, and files of batch_size rows, so that a lost actor, node or driver loses about one batch
+    # per actor. (Ray Data's row-count repartition is a task that needs a CPU, which the actors hold.)
+    ctx.target_max_block_size = max(1024, int(row_bytes * batch_size))
     ds = ray.data.read_datasource(source, num_cpus=0)
     ds = ds.map_batches(Embedder, fn_constructor_kwargs={
         "model": plan.model, "models_dir": plan.models_dir, "outputs": plan.outputs, "column": plan.column,
@@ -247,10 +263,10 @@ def run(plan: Plan, address: str | None, concurrency: int | None, cpus_per_actor
         batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=cpus_per_actor)
     try:
-        ds.write_parquet(out.uri if "://" in out.uri else out.path, filesystem=out.fs,
+        ds.write_parquet(out.uri if "://" in out.uri else out.path, filesystem=out.fs, min_rows_per_file=batch_size,
                          ray_remote_args={"num_cpus": 0})
-    finally:
-        ctx.checkpoint_config = None  # this run's; not for the process' later datasets
+    finally:  # this run's; not for the process' later datasets
+        ctx.checkpoint_config, ctx.target_max_block_size = None, block_size
     ended = time.time()
     totals = ray.get(tally.totals.remote())
     rows = out.rows()
