@@ -241,7 +241,8 @@ def run(plan: Plan, address: str | None, concurrency: int | None, cpus_per_actor
 
     started = time.time()
     if not ray.is_initialized():
-        ray.init(address=address, logging_level="WARNING", log_to_driver=True)
+        # "local": a new local instance, never a cluster another `ray start` left in /tmp/ray/ray_current_cluster
+        ray.init(address=address or "local", logging_level="WARNING", log_to_driver=True)
     cpus = ray.cluster_resources().get("CPU", 1.0)
     actors = concurrency or max(1, int(cpus // cpus_per_actor))
     ctx = ray.data.DataContext.get_current()

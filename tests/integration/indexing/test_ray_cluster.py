@@ -65,6 +65,9 @@ def cluster(tmp_path_factory):
             ray.shutdown()
         for node in reversed(nodes):
             stop_session(node)
+        current = Path("/tmp/ray/ray_current_cluster")  # what `ray stop` would remove: our head's address
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 @pytest.fixture(scope="module")
