@@ -218,17 +218,18 @@ def _first_rows(filesystem, path: str, plan: Plan, n: int = 1000) -> float:
         first = list(islice(rows(f, path, plan.column, plan.id_column), n))
     if not first:
         return 256.0
-    return _table([key for key, _ in first], [t for _, t in first], plan.column, path).nbytes / len(first)
+    return _table([key for key, _ in first], [t for _, t in first], plan.column, path, report=False).nbytes / len(first)
 
 
 def run(plan: Plan, address: str | None, concurrency: int | None, cpus_per_actor: float, batch_size: int,
-        stream=sys.stderr) -> int:
+        stream=None) -> int:
     import ray
     from ray.data.checkpoint import CheckpointConfig
 
     from .ray_source import TextRows
     from .ray_stage import Embedder
 
+    stream = stream or sys.stderr  # at call time (a test's captured stderr, a redirected one)
     in_fs, in_path = _resolve(plan.source)
     files = input_files(in_fs, in_path)
     out = Output(plan.out)

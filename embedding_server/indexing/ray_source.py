@@ -77,7 +77,7 @@ def rows(f, path: str, column: str, id_column: str | None) -> Iterator[tuple[str
             yield (str(record.get(id_column)) if id_column else str(n)), (text if isinstance(text, str) else None)
 
 
-def _table(ids: list[str], texts: list, column: str, path: str) -> pa.Table:
+def _table(ids: list[str], texts: list, column: str, path: str, report: bool = True) -> pa.Table:
     try:
         text_array = pa.array(texts, pa.string())
     except (UnicodeEncodeError, pa.ArrowException):
@@ -87,8 +87,9 @@ def _table(ids: list[str], texts: list, column: str, path: str) -> pa.Table:
                 text is None or text.encode("utf-8")
                 clean.append(text)
             except UnicodeEncodeError:  # a lone surrogate (a JSON "\ud800" escape): no Arrow string holds it
-                log.warning("%s: row %s is not valid Unicode text (it holds a lone UTF-16 surrogate); read as empty",
-                            path, key)
+                if report:
+                    log.warning("%s: row %s is not valid Unicode text (it holds a lone UTF-16 surrogate); read as "
+                                "empty", path, key)
                 clean.append(None)
         text_array = pa.array(clean, pa.string())
     return pa.table({"id": pa.array(ids, pa.string()), column: text_array})

@@ -271,8 +271,8 @@ class Embedder:
             self._report(batch, done.skipped)
         if self.tally is not None:
             ids = _column(batch, self.id_column) if self.id_column else None
-            self.tally.add.remote(int(done.keep.sum()), [(str(ids[i]) if ids else None, why) for i, why in done.skipped],
-                                  started, time.time())
+            skipped = [(str(ids[i]) if ids else None, why) for i, why in done.skipped]
+            self.tally.add.remote(int(done.keep.sum()), skipped, started, time.time())
         return _with_outputs(batch if self.keep_text else _without(batch, self.column), done)
 
     def _row_name(self, batch, row: int) -> str:

@@ -45,20 +45,21 @@ def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
 
 
 def session_pids(sid: int) -> list[int]:
-    """Processes of the session ``sid`` (a process we started with start_new_session, and what it started)."""
+    """Live processes of the session ``sid`` (a process we started with start_new_session, and what it started);
+    zombies, already ended, are left out."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.getsid(int(entry.name)) == sid:
+            if os.getsid(int(entry.name)) == sid and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
                 pids.append(int(entry.name))
-        except (ProcessLookupError, PermissionError):
+        except (ProcessLookupError, PermissionError, FileNotFoundError, IndexError):
             continue
     return pids
 
 
-def stop_session(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+def stop_session(proc: subprocess.Popen, timeout: float = 15.0) -> None:
     """SIGTERM to the session we started (a node stops its processes on it), then SIGKILL to what is left of it."""
     from tests.support.wait import wait_until
 
@@ -69,7 +70,7 @@ def stop_session(proc: subprocess.Popen, timeout: float = 30.0) -> None:
             except ProcessLookupError:
                 pass
         try:
-            wait_until(lambda: not session_pids(proc.pid), timeout=timeout, interval=0.2,
+            wait_until(lambda: proc.poll() is not None and not session_pids(proc.pid), timeout=timeout, interval=0.2,
                        what=f"the processes of session {proc.pid} to end")
             break
         except AssertionError:

@@ -106,7 +106,8 @@ def test_two_nodes_embed_once_per_id_with_the_model_copied_once_per_node(cluster
     for cache in caches.values():  # copied once per node, from the URI, into that node's cache
         folders = [p for p in (cache / "models").glob("*/*") if not p.name.startswith(".")]
         assert [p.name for p in folders] == ["tiny-bge-m3"], folders
-        assert sorted(p.name for p in folders[0].iterdir()) == sorted(p.name for p in (models / "tiny-bge-m3").iterdir())
+        assert sorted(p.name for p in folders[0].iterdir()) == \
+            sorted(p.name for p in (models / "tiny-bge-m3").iterdir())
 
     rows = read_output(out)
     assert sorted(rows, key=lambda k: int(k[1:])) == [f"p{i}" for i in range(n)]
