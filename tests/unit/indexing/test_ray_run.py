@@ -117,3 +117,11 @@ def test_input_files_and_rows_with_their_ids(tmp_path):
         path = str(tmp_path / "d" / "sub" / "b.csv")
         with fs.open_input_stream(path) as f:
             list(rows(f, path, "body", None))
+
+
+def test_without_the_ray_extra_the_command_says_what_to_install(tmp_path, monkeypatch, capsys):
+    from embedding_server.cli import main
+
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if ray were not installed
+    assert main(["embed", str(tmp_path / "in.txt"), "--out", str(tmp_path / "out"), "--ray"]) == 1
+    assert "needs Ray: pip install 'embedding-server[ray]'" in capsys.readouterr().err
