@@ -230,6 +230,13 @@ def run(plan: Plan, address: str | None, concurrency: int | None, cpus_per_actor
     from .ray_stage import Embedder
 
     stream = stream or sys.stderr  # at call time (a test's captured stderr, a redirected one)
+    if address and address.startswith("ray://") and not ray.is_initialized():
+        # Ray Client: Ray Data's executor cannot run in a client process, so the whole run is one task on the
+        # cluster (INPUT, OUT and the models must be paths or URIs its nodes see) and its summary comes back here.
+        ray.init(address=address, logging_level="WARNING")
+        task = ray.remote(num_cpus=0, max_retries=0)(_run_on_cluster)
+        print(ray.get(task.remote(plan, concurrency, cpus_per_actor, batch_size)), end="", file=stream)
+        return 0
     in_fs, in_path = _resolve(plan.source)
     files = input_files(in_fs, in_path)
     out = Output(plan.out)
@@ -288,6 +295,15 @@ def run(plan: Plan, address: str | None, concurrency: int | None, cpus_per_actor
     for key, why in totals["examples"]:
         print(f"  skipped: row {key} {why}", file=stream)
     return 0
+
+
+def _run_on_cluster(plan: Plan, concurrency: int | None, cpus_per_actor: float, batch_size: int) -> str:
+    """``run`` inside a task on the cluster (for a Ray Client driver): its summary as text."""
+    import io
+
+    summary = io.StringIO()
+    run(plan, None, concurrency, cpus_per_actor, batch_size, stream=summary)
+    return summary.getvalue()
 
 
 def ray_command(args: argparse.Namespace) -> int:

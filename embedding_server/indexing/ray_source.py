@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from typing import Iterator
 
@@ -18,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray.data.datasource import FileBasedDatasource
 
-from .sources import FORMATS, SourceError
+from .sources import FORMATS, check_columns, jsonl_records, parquet_records
 
 log = logging.getLogger("embedding_server.indexing.ray")
 
@@ -30,26 +29,11 @@ def kind_of(path: str) -> str:
     return FORMATS.get("." + name.rsplit(".", 1)[-1], "text") if "." in name else "text"
 
 
-def _check_columns(columns: list[str], column: str, id_column: str | None, path: str) -> None:
-    for name in filter(None, (column, id_column)):
-        if name not in columns:
-            raise SourceError(f"{path}: no column '{name}' (columns: {', '.join(columns) or 'none'}); "
-                              "choose one with --column / --id-column")
-
-
 def rows(f, path: str, column: str, id_column: str | None) -> Iterator[tuple[str, object]]:
     """(id without prefix, text) per row of the open file ``f`` (a text is None when missing or not a string)."""
     kind = kind_of(path)
     if kind == "parquet":
-        table = pq.ParquetFile(f)
-        _check_columns(table.schema_arrow.names, column, id_column, path)
-        n = 0
-        for batch in table.iter_batches(batch_size=4096, columns=[c for c in (column, id_column) if c]):
-            texts = batch.column(column).to_pylist()
-            ids = batch.column(id_column).to_pylist() if id_column else range(n, n + len(texts))
-            for key, text in zip(ids, texts):
-                yield str(key), (text if isinstance(text, str) else None)
-            n += len(texts)
+        yield from parquet_records(pq.ParquetFile(f), column, id_column, path)
         return
     stream = io.TextIOWrapper(io.BufferedReader(f), encoding="utf-8", newline="" if kind == "csv" else None)
     if kind == "text":
@@ -58,23 +42,11 @@ def rows(f, path: str, column: str, id_column: str | None) -> Iterator[tuple[str
     elif kind == "csv":
         csv.field_size_limit(1 << 30)
         reader = csv.DictReader(stream, dialect="excel-tab" if path.lower().endswith(".tsv") else "excel")
-        _check_columns(list(reader.fieldnames or []), column, id_column, path)
+        check_columns(list(reader.fieldnames or []), column, id_column, path)
         for n, row in enumerate(reader):
             yield (row[id_column] if id_column else str(n)), row.get(column)
     else:
-        for n, line in enumerate(stream):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise SourceError(f"{path}: line {n + 1} is not JSON: {exc}") from None
-            if not isinstance(record, dict):
-                raise SourceError(f"{path}: line {n + 1} is not a JSON object")
-            if n == 0:
-                _check_columns(list(record), column, id_column, path)
-            text = record.get(column)
-            yield (str(record.get(id_column)) if id_column else str(n)), (text if isinstance(text, str) else None)
+        yield from jsonl_records(stream, column, id_column, path)
 
 
 def _table(ids: list[str], texts: list, column: str, path: str, report: bool = True) -> pa.Table:

@@ -26,7 +26,8 @@ def _csv_reader(f, path: Path):
     return csv.DictReader(f, dialect=dialect)
 
 
-def _check_columns(columns: list[str], column: str, id_column: str | None, path: Path) -> None:
+def check_columns(columns: list[str], column: str, id_column: str | None, path) -> None:
+    """A SourceError naming the columns there are when ``column`` or ``id_column`` is not among them."""
     for name in filter(None, (column, id_column)):
         if name not in columns:
             raise SourceError(f"{path}: no column '{name}' (columns: {', '.join(columns) or 'none'}); "
@@ -45,7 +46,7 @@ def rows(path: Path, column: str = "text", id_column: str | None = None) -> Iter
         elif kind == "csv":
             with path.open(encoding="utf-8", newline="") as f:
                 reader = _csv_reader(f, path)
-                _check_columns(list(reader.fieldnames or []), column, id_column, path)
+                check_columns(list(reader.fieldnames or []), column, id_column, path)
                 for n, row in enumerate(reader):
                     yield (row[id_column] if id_column else str(n)), row.get(column)
         elif kind == "jsonl":
@@ -58,19 +59,24 @@ def rows(path: Path, column: str = "text", id_column: str | None = None) -> Iter
 
 def _jsonl(path: Path, column: str, id_column: str | None):
     with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise SourceError(f"{path}: line {n + 1} is not JSON: {exc}") from None
-            if not isinstance(record, dict):
-                raise SourceError(f"{path}: line {n + 1} is not a JSON object")
-            if n == 0:
-                _check_columns(list(record), column, id_column, path)
-            text = record.get(column)
-            yield (str(record.get(id_column)) if id_column else str(n)), (text if isinstance(text, str) else None)
+        yield from jsonl_records(f, column, id_column, path)
+
+
+def jsonl_records(lines, column: str, id_column: str | None, path) -> Iterator[tuple[str, str | None]]:
+    """(id, text) per JSON object line of ``lines``; blank lines skipped, the first object's columns checked."""
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise SourceError(f"{path}: line {n + 1} is not JSON: {exc}") from None
+        if not isinstance(record, dict):
+            raise SourceError(f"{path}: line {n + 1} is not a JSON object")
+        if n == 0:
+            check_columns(list(record), column, id_column, path)
+        text = record.get(column)
+        yield (str(record.get(id_column)) if id_column else str(n)), (text if isinstance(text, str) else None)
 
 
 def _parquet(path: Path, column: str, id_column: str | None):
@@ -82,7 +88,12 @@ def _parquet(path: Path, column: str, id_column: str | None):
         table = pq.ParquetFile(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow's errors: one line
         raise SourceError(f"{path}: not a Parquet file: {exc}") from None
-    _check_columns(table.schema_arrow.names, column, id_column, path)
+    yield from parquet_records(table, column, id_column, path)
+
+
+def parquet_records(table, column: str, id_column: str | None, path) -> Iterator[tuple[str, str | None]]:
+    """(id, text) per row of an open ``pyarrow.parquet.ParquetFile``, its columns checked first."""
+    check_columns(table.schema_arrow.names, column, id_column, path)
     n = 0
     for batch in table.iter_batches(batch_size=4096, columns=[c for c in (column, id_column) if c]):
         texts = batch.column(column).to_pylist()

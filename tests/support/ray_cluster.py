@@ -112,3 +112,14 @@ def wait_pid_gone(pid: int, timeout: float = 30.0) -> None:
             return True
 
     wait_until(gone, timeout=timeout, interval=0.05, what=f"process {pid} to end")
+
+
+def ray_test_models(root: Path) -> Path:
+    """``root`` holding the tiny BGE-M3 fixture and a generated tiny BERT: the models of the Ray tests."""
+    import shutil
+
+    from tests.support.checkpoints import make_tiny_bert
+
+    shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "tiny-bge-m3", root / "tiny-bge-m3")
+    make_tiny_bert(root / "tiny-bert")
+    return root

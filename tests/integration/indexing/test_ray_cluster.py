@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,7 +35,7 @@ def cluster(tmp_path_factory):
         ray.shutdown()
     root = tmp_path_factory.mktemp("ray-cluster")
     caches = {"head": root / "cache-head", "second": root / "cache-second"}
-    port = free_port()
+    port, client_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
 
     def common() -> list[str]:  # each node its own agents' ports
@@ -45,7 +47,7 @@ def cluster(tmp_path_factory):
     # test may have), so it cannot take a token now; the cluster lives for this module on this machine only.
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}, "RAY_AUTH_MODE": "disabled"}
     head = start_node(["--head", f"--port={port}", f"--dashboard-port={free_port()}", "--include-dashboard=true",
-                       f"--ray-client-server-port={free_port()}", "--resources={\"head\": 1}", *common()],
+                       f"--ray-client-server-port={client_port}", "--resources={\"head\": 1}", *common()],
                       {**env, "EMBEDDING_SERVER_CACHE": str(caches["head"])}, root / "head.log")
     nodes = [head]
     try:
@@ -59,7 +61,7 @@ def cluster(tmp_path_factory):
         wait_until(lambda: sum(n["Alive"] for n in ray.nodes()) == 2 or second.poll() is not None, timeout=120,
                    interval=0.2, what="the second node to join")
         assert second.poll() is None, (root / "second.log").read_text()[-3000:]
-        yield address, caches
+        yield address, caches, f"ray://127.0.0.1:{client_port}"
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -83,7 +85,7 @@ def test_two_nodes_embed_once_per_id_with_the_model_copied_once_per_node(cluster
 
     from embedding_server.cli import main
 
-    address, caches = cluster
+    address, caches, _ = cluster
     assert {r for n in ray.nodes() for r in n["Resources"]} >= {"head", "second", "CPU"}
     n = 4000
     texts = [f"passage {i}: {'vector search on a cpu' if i % 2 else 'air gapped networks'} and the lazy dog {i % 13}"
@@ -125,3 +127,30 @@ def test_two_nodes_embed_once_per_id_with_the_model_copied_once_per_node(cluster
         assert rows[f"p{i}"]["sparse_indices"] == sparse[i]["indices"]
         np.testing.assert_allclose(rows[f"p{i}"]["sparse_values"], sparse[i]["values"], atol=1e-5)
     print(f"\ntwo-node cluster: {n} rows in {seconds:.1f} s (driver wall clock); {summary}")
+
+
+def test_a_ray_client_address_runs_the_same_job(cluster, models, tmp_path):
+    """``--ray-address ray://HOST:PORT`` (Ray Client, a driver off the cluster): the same rows, each id once."""
+    _, _, client_address = cluster
+    n = 600
+    texts = [f"client row {i} about {'search' if i % 3 else 'networks'}" for i in range(n)]
+    pq.write_table(pa.table({"id": [f"c{i}" for i in range(n)], "text": texts}), tmp_path / "in.parquet")
+    out = tmp_path / "out"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-m", "embedding_server", "embed", str(tmp_path / "in.parquet"),
+                           "--out", str(out), "--ray", "--ray-address", client_address, "--id-column", "id",
+                           "--model", "tiny-bge-m3", "--models-dir", f"file://{models}", "--batch-size", "200"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the summary line (the cluster's log lines, forwarded asynchronously, may come after it)
+    assert any(line.startswith(f"{n} vectors -> {out} (0 rows skipped") for line in done.stderr.splitlines()), \
+        done.stderr[-2000:]
+    rows = read_output(out)
+    assert sorted(rows, key=lambda k: int(k[1:])) == [f"c{i}" for i in range(n)]
+    client = open_client(Settings(models_dir=models, model="tiny-bge-m3"))
+    try:
+        want = client.post("/api/embed", json={"input": texts}).json()["embeddings"]
+    finally:
+        client.__exit__(None, None, None)
+    assert min(cosine(rows[f"c{i}"]["embedding"], want[i]) for i in range(n)) >= 0.99999

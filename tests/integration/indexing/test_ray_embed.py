@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,14 +20,12 @@ import pytest
 
 from embedding_server.settings import Settings
 from tests.conftest import open_client
-from tests.support.checkpoints import make_tiny_bert
-from tests.support.ray_cluster import (committed_checkpoints, cosine, free_port, need_ray, read_output,
-                                       session_pids, stop_session)
+from tests.support.ray_cluster import (committed_checkpoints, cosine, free_port, need_ray,
+                                       ray_test_models, read_output, session_pids, stop_session)
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow  # a Ray instance, its actors and subprocess runs: left out of make test-fast
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 WORDS = "vector search engines rank documents by cosine similarity on a cpu with the quick brown fox".split()
 
 
@@ -39,17 +36,14 @@ def text(i: int) -> str:
 @pytest.fixture(scope="module")
 def ray_local():
     ray = need_ray()
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_port=free_port(), logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=free_port(), logging_level="WARNING")
     yield ray
     ray.shutdown()
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ray-models")
-    shutil.copytree(FIXTURES / "tiny-bge-m3", root / "tiny-bge-m3")
-    make_tiny_bert(root / "tiny-bert")
-    return root
+    return ray_test_models(tmp_path_factory.mktemp("ray-models"))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ the batch when strict), and a models folder in an object store is copied once pe
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from pathlib import Path
 
@@ -18,19 +17,15 @@ import pytest
 from embedding_server.indexing.ray_stage import Embedder, RowError, stage_models
 from embedding_server.settings import Settings
 from tests.conftest import open_client
-from tests.support.checkpoints import make_tiny_bert
+from tests.support.ray_cluster import ray_test_models
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 TEXTS = [f"document {i} about {'vector search engines' if i % 3 else 'air gapped networks'} and the lazy dog"
          for i in range(37)]
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("stage-models")
-    shutil.copytree(FIXTURES / "tiny-bge-m3", root / "tiny-bge-m3")
-    make_tiny_bert(root / "tiny-bert")
-    return root
+    return ray_test_models(tmp_path_factory.mktemp("stage-models"))
 
 
 @pytest.fixture(scope="module")
