@@ -10,70 +10,17 @@ violation in the browser; each view is saved as a screenshot (tests/artefacts/co
 
 from __future__ import annotations
 
-import ast
-import json
-import os
 import re
-import subprocess
-import sys
 
 import httpx
-import numpy as np
 import pytest
 
 from embedding_server.api.console import CSP
-from tests.integration.console.conftest import API_KEY, BERT, DEFAULT, M3, PHONE, RERANKER, Watched
+from tests.integration.console.conftest import BERT, DEFAULT, M3, PHONE, RERANKER
+from tests.integration.console.pages import clean, models, show, watch_csp
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow  # a live server process and a browser: left out of make test-fast
-
-TEXTS = ["The cat sits on the mat.", "A kitten is resting on a rug.", "Embedding models map sentences to vectors.",
-         "Vector search ranks documents by cosine similarity.", "The stock market fell sharply on Monday."]
-QUERY = "what do embedding models map"
-DOCS = ["embedding models map sentences to dense vectors", "the quick brown fox", "air gapped networks",
-        "vector search engines rank documents by cosine similarity", "ollama and openai clients send json"]
-DATA_PATHS = re.compile(r"^/(ui/api/|api/|v1/|v2/|embed|rerank|tokenize|similarity|info)")
-
-
-def clean(watched: Watched) -> None:
-    """No console error, uncaught exception or CSP violation in the browser."""
-    violations = watched.page.evaluate("window.__cspViolations || []")
-    assert watched.errors == [] and violations == [], (watched.errors, violations)
-
-
-def watch_csp(watched: Watched) -> None:
-    """Record CSP violations from here on (an init script: CDP injects it, the page's CSP does not apply to it)."""
-    script = ("window.__cspViolations = []; document.addEventListener('securitypolicyviolation', "
-              "e => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));")
-    watched.page.add_init_script(script)
-    watched.page.reload()
-
-
-def show(watched: Watched, view: str) -> None:
-    watched.page.click(f"#tab-{view}")
-    watched.page.wait_for_selector(f"#view-{view}:not([hidden])")
-
-
-def models(base: str, route: str, **kw) -> set[str]:
-    r = httpx.get(f"{base}{route}", timeout=60, **kw)
-    assert r.status_code == 200, r.text
-    return {m["name"].removesuffix(":latest") for m in r.json()["models"]}
-
-
-def run_playground(watched: Watched, model: str, texts: list[str] | None = None, query: str | None = None,
-                   docs: list[str] | None = None, wait_for: str = "#heatmap") -> None:
-    page = watched.page
-    show(watched, "playground")
-    page.wait_for_selector(f"#play-model option[value='{model}']", state="attached")
-    page.select_option("#play-model", model)
-    if texts is not None:
-        page.fill("#play-texts", "\n".join(texts))
-    if query is not None:
-        page.fill("#play-query", query)
-        page.fill("#play-docs", "\n".join(docs))
-    page.evaluate("document.getElementById('play-results').replaceChildren()")
-    page.click("#play-run")
-    page.wait_for_selector(wait_for, timeout=120_000)
 
 
 def test_browser_root_opens_the_console_under_its_csp(console_server, open_page):
@@ -127,87 +74,14 @@ def test_models_view_lists_the_folder_and_loads_and_unloads(console_server, open
     clean(watched)
 
 
-def test_heatmap_pca_and_token_counts_equal_the_apis(console_server, open_page):
-    watched = open_page(f"{console_server}/ui#playground")
-    page = watched.page
-    run_playground(watched, DEFAULT, TEXTS)
-    cells = page.eval_on_selector_all("#heatmap td", "cells => cells.map(c => [+c.dataset.i, +c.dataset.j, "
-                                                     "+c.dataset.value, c.textContent])")
-    embed = httpx.post(f"{console_server}/api/embed", json={"model": DEFAULT, "input": TEXTS}, timeout=60).json()
-    vectors = np.asarray(embed["embeddings"], dtype=np.float64)
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    cosines = unit @ unit.T
-    assert len(cells) == len(TEXTS) ** 2
-    for i, j, value, text in cells:
-        assert abs(value - cosines[i, j]) < 1e-9 and text == f"{cosines[i, j]:.3f}"
-    assert cosines[0, 1] > cosines[0, 4]  # the cat and the kitten, closer than the stock market
-
-    # the PCA: numpy's, each axis' sign as the page chooses it (its largest coordinate positive)
-    got = np.asarray(page.eval_on_selector_all("svg.pca g[data-index]",
-                                               "gs => gs.map(g => [+g.dataset.x, +g.dataset.y])"))
-    centred = vectors - vectors.mean(axis=0)
-    u, s, _ = np.linalg.svd(centred, full_matrices=False)
-    want = u[:, :2] * s[:2]
-    want *= np.sign(want[np.abs(want).argmax(axis=0), [0, 1]])
-    assert np.abs(got - want).max() < 1e-6, (got, want)
-
-    counts = page.eval_on_selector_all("#token-counts tbody tr", "rows => rows.map(r => +r.dataset.tokens)")
-    assert sum(counts) == embed["prompt_eval_count"] == int(page.text_content("#total-tokens").replace(",", ""))
-    watched.screenshot("playground-embed")
-    clean(watched)
-
-
-def test_bge_m3_shows_sparse_tokens_and_colbert_matches(console_server, open_page):
-    watched = open_page(f"{console_server}/ui#playground")
-    page = watched.page
-    texts = ["embedding models map sentences", "dense and sparse vectors", "the quick brown fox"]
-    run_playground(watched, M3, texts, wait_for="#colbert-score")
-    encoded = httpx.post(f"{console_server}/api/encode", timeout=60,
-                         json={"model": M3, "input": texts, "outputs": ["sparse", "colbert"]}).json()
-    for i, sparse in enumerate(encoded["sparse"]):
-        chips = page.eval_on_selector_all(f"#sparse .tokens[data-text='{i}'] .tok",
-                                          "cs => cs.map(c => [+c.dataset.id, +c.dataset.weight])")
-        weighted = {token: weight for token, weight in chips if weight > 0}
-        want = dict(zip(sparse["indices"], sparse["values"]))
-        assert weighted.keys() == want.keys() and weighted
-        assert all(abs(weighted[k] - want[k]) < 1e-6 for k in want)
-        assert len(chips) > len(weighted)  # special tokens are shown, unweighted
-    # ColBERT: query T1, passage T2 by default; then T3 as the passage
-    for passage in (1, 2):
-        page.select_option("#colbert-passage", str(passage))
-        q, p = np.asarray(encoded["colbert"][0]), np.asarray(encoded["colbert"][passage])
-        want = (q @ p.T).max(axis=1).mean()
-        page.wait_for_function("s => document.getElementById('colbert-score').textContent === s", arg=f"{want:.4f}")
-        assert abs(float(page.get_attribute("#colbert-score", "data-score")) - want) < 1e-6
-    sims = page.eval_on_selector_all("#colbert-table tbody tr", "rows => rows.map(r => +r.dataset.sim)")
-    assert sims == sorted(sims, reverse=True) and len(sims) == min(10, len(encoded["colbert"][0]))
-    watched.screenshot("playground-bge-m3")
-    clean(watched)
-
-
-def test_rerank_order_equals_v1_rerank(console_server, open_page):
-    watched = open_page(f"{console_server}/ui#playground")
-    page = watched.page
-    run_playground(watched, RERANKER, query=QUERY, docs=DOCS, wait_for="#rerank-table")
-    rows = page.eval_on_selector_all("#rerank-table tbody tr", "rows => rows.map(r => [+r.dataset.index, "
-                                                               "+r.dataset.score])")
-    want = httpx.post(f"{console_server}/v1/rerank", json={"model": RERANKER, "query": QUERY, "documents": DOCS},
-                      timeout=60).json()["results"]
-    assert [i for i, _ in rows] == [r["index"] for r in want]
-    assert all(abs(s - r["relevance_score"]) < 1e-6 for (_, s), r in zip(rows, want))
-    assert len(set(i for i, _ in rows)) == len(DOCS)
-    watched.screenshot("playground-rerank")
-    clean(watched)
-
-
 def test_live_view_counts_the_requests_sent(console_server, open_page):
     watched = open_page(f"{console_server}/ui#live")
     page = watched.page
     page.wait_for_selector("#live-cards .card")
 
-    def shown(route: str) -> int:
-        value = page.get_attribute(f"#routes-table tr[data-route='{route}']", "data-requests")
-        return int(value) if value else 0
+    def shown(route: str) -> int:  # no row yet: the route has had no request
+        row = page.query_selector(f"#routes-table tr[data-route='{route}']")
+        return int(row.get_attribute("data-requests") or 0) if row else 0
 
     def counted(route: str) -> int:
         metrics = httpx.get(f"{console_server}/metrics").text
@@ -230,109 +104,6 @@ def test_live_view_counts_the_requests_sent(console_server, open_page):
     page.wait_for_function("() => document.querySelector(\"#live-cards [data-metric='inputs'] polyline\") !== null")
     assert not page.query_selector("#routes-table tr[data-route^='/ui']")  # the console's own polling left out
     watched.screenshot("live")
-    clean(watched)
-
-
-def _snippet(page, name: str) -> str:
-    return page.text_content(f"#code-list [data-snippet='{name}'] pre")
-
-
-def _run(code: str, language: str, env: dict | None = None) -> str:
-    command = ["bash", "-c", code] if language == "sh" else [sys.executable, "-c", code]
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**environment, **(env or {})})
-    assert done.returncode == 0, (code, done.stderr)
-    return done.stdout
-
-
-DUMP = "\nimport json\nprint(json.dumps([[float(x) for x in v] for v in vectors]))\n"
-
-
-def test_code_view_snippets_run_and_give_what_the_page_showed(console_server, open_page):
-    watched = open_page(f"{console_server}/ui#playground")
-    page = watched.page
-    texts = TEXTS[:3]
-    run_playground(watched, DEFAULT, texts)  # the default model: TEI's routes serve it too
-    show(watched, "code")
-    want = np.asarray(httpx.post(f"{console_server}/api/embed", json={"model": DEFAULT, "input": texts}).json()
-                      ["embeddings"])
-    for name, pick in (("curl-ollama", lambda r: r["embeddings"]), ("curl-openai", lambda r: [d["embedding"] for d in
-                                                                                                r["data"]]),
-                       ("curl-tei", lambda r: r)):
-        got = np.asarray(pick(json.loads(_run(_snippet(page, name), "sh"))))
-        assert np.abs(got - want).max() < 1e-6, name
-    for name in ("py-openai", "py-ollama", "py-hf"):
-        out = _run(_snippet(page, name) + DUMP, "python").splitlines()
-        assert out[0] == f"3 vectors of {want.shape[1]} dimensions", name
-        assert np.abs(np.asarray(json.loads(out[-1])) - want).max() < 1e-6, name
-    # Copy puts the snippet on the clipboard
-    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
-    page.click("#code-list [data-snippet='py-openai'] button")
-    assert page.evaluate("navigator.clipboard.readText()") == _snippet(page, "py-openai")
-    watched.screenshot("code")
-
-    # a reranker's snippets give the page's order
-    run_playground(watched, RERANKER, query=QUERY, docs=DOCS, wait_for="#rerank-table")
-    shown = page.eval_on_selector_all("#rerank-table tbody tr", "rows => rows.map(r => +r.dataset.index)")
-    show(watched, "code")
-    got = json.loads(_run(_snippet(page, "curl-rerank"), "sh"))["results"]
-    assert [r["index"] for r in got] == shown
-    ranking = ast.literal_eval(_run(_snippet(page, "py-rerank"), "python"))
-    assert [i for i, _ in ranking] == shown
-    clean(watched)
-
-
-def test_api_key_no_data_before_it_is_typed(keyed_server, open_page):
-    watched = open_page(f"{keyed_server}/ui")
-    page = watched.page
-    page.wait_for_selector("#key-view:not([hidden])")
-    assert page.is_hidden("#view-models")
-    # the page and its files are open; nothing else was asked for, and the data routes refuse a browser without it
-    refused = page.evaluate("""async () => Promise.all(['/ui/api/models', '/ui/api/stats', '/api/tags', '/api/ps']
-        .map(async p => (await fetch(p)).status))""")
-    assert refused == [401, 401, 401, 401]
-    embed = page.evaluate("""async () => (await fetch('/api/embed', {method: 'POST', headers: {'Content-Type':
-        'application/json'}, body: JSON.stringify({model: 'tiny-bert', input: ['x']})})).status""")
-    assert embed == 401
-    data = [(m, p, s) for m, p, s in watched.responses if DATA_PATHS.match(p)]
-    assert data and all(s == 401 for _, _, s in data), data
-    # the browser logs each 401 it got; nothing else
-    assert all("401" in e for e in watched.errors), watched.errors
-    watched.errors.clear()
-
-    page.fill("#api-key", "not-the-key")
-    page.keyboard.press("Enter")
-    page.wait_for_function("() => document.getElementById('key-error').textContent.includes('refused')")
-    assert page.is_hidden("#view-models")
-    assert all(s == 401 for m, p, s in watched.responses if DATA_PATHS.match(p))
-    assert all("401" in e for e in watched.errors), watched.errors
-    watched.errors.clear()
-    watched.screenshot("api-key")
-
-    sent: list[dict] = []
-    page.on("request", lambda r: sent.append(r.headers) if DATA_PATHS.match(httpx.URL(r.url).path) else None)
-    page.fill("#api-key", API_KEY)
-    page.click("#key-form button[type=submit]")
-    page.wait_for_selector("#models-table tbody tr")
-    assert page.is_hidden("#key-view")
-    assert sent and all(h.get("authorization") == f"Bearer {API_KEY}" for h in sent)
-    assert page.evaluate("sessionStorage.length") == 1 and page.evaluate("localStorage.length") == 0
-    assert page.context.cookies() == []
-    shown = set(page.eval_on_selector_all("#models-table tbody tr", "rows => rows.map(r => r.dataset.model)"))
-    assert shown == models(keyed_server, "/api/tags", headers={"Authorization": f"Bearer {API_KEY}"})
-    run_playground(watched, BERT, ["a text", "another text"])
-    assert page.query_selector_all("#heatmap td")
-    # the key stays with this tab: a reload keeps it, another context (a new session) has to type it again
-    page.reload()
-    page.wait_for_selector("#view-playground:not([hidden])")  # the view it was on
-    page.wait_for_selector("#play-model option[value='tiny-bert']", state="attached")  # its data came
-    assert page.is_hidden("#key-view")
-    clean(watched)
-    other = open_page(f"{keyed_server}/ui")
-    other.page.wait_for_selector("#key-view:not([hidden])")
-    page.click("#forget-key")
-    page.wait_for_selector("#key-view:not([hidden])")
-    assert page.evaluate("sessionStorage.length") == 0
     clean(watched)
 
 
