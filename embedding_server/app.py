@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__
-from .api import console, native, observability, ollama, ollama_models, openai, rerank, simple, system, tei
+from .api import console, native, observability, ollama, ollama_models, openai, rerank, simple, system, tei, tracing
 from .api.errors import install_error_handlers
 from .api.fast import FastApp
 from .api.middleware import ApiKeys, BodyLimit, OllamaJsonBodies
@@ -19,10 +19,12 @@ from .engine.errors import EngineError
 from .settings import Settings
 
 log = logging.getLogger("embedding_server")
+GRPC_GRACE_S = 5.0  # seconds running gRPC calls get to finish at shutdown
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
-    """Build the app. Models load in the lifespan (the default one in the background)."""
+def create_app(settings: Settings | None = None, engine: Engine | None = None, span_exporter=None) -> FastAPI:
+    """Build the app. Models load in the lifespan (the default one in the background). Traces go to
+    EMBED_OTLP_ENDPOINT, or to ``span_exporter`` (an OpenTelemetry SpanExporter; tests) when given."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
@@ -36,18 +38,25 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.metrics.watch_models(app.state.engine.loaded_dtypes)
         app.state.load_error = None
         loading = asyncio.create_task(_load_default(app))
+        app.state.grpc = None
         try:
+            app.state.grpc = await _start_grpc(app, settings)  # a port it cannot listen on stops the start
             yield
         finally:
             loading.cancel()
+            if app.state.grpc is not None:
+                await app.state.grpc.stop(GRPC_GRACE_S)
             await app.state.engine.lifecycle.stop()
             await asyncio.to_thread(app.state.engine.stop)
+            if app.state.tracing is not None:  # the last spans, within tracing.SHUTDOWN_TIMEOUT_S
+                await asyncio.to_thread(app.state.tracing.shutdown)
 
     app = FastApp(title="embedding-server", version=__version__, lifespan=lifespan,
                   description="Offline CPU embeddings with the Ollama and OpenAI APIs.")
     app.state.settings = settings
     app.state.metrics = observability.Metrics()
     app.state.recorder = observability.AccessRecorder(app.state.metrics, settings.log_inputs)
+    app.state.tracing = app.state.recorder.tracing = tracing.start(settings, span_exporter)
     install_error_handlers(app)
     routers = (console.router, system.router, observability.router, ollama.router, ollama.protected,
                ollama_models.router, native.router, openai.router, tei.router, rerank.router, simple.router)
@@ -63,6 +72,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                            allow_methods=["GET", "POST", "HEAD", "OPTIONS"], allow_headers=["*"])
     app.add_middleware(observability.AccessLog, recorder=app.state.recorder)
     return app
+
+
+async def _start_grpc(app: FastAPI, settings: Settings):
+    """TEI's gRPC API on EMBED_GRPC_PORT (None when unset); grpc is imported only then."""
+    if settings.grpc_port is None:
+        return None
+    from .api.grpc.server import GrpcServer
+
+    server = GrpcServer(app.state, settings.host, settings.grpc_port)
+    await server.start()
+    return server
 
 
 async def _load_default(app: FastAPI) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``embedding-server serve [--models-dir D] [--model NAME] [--host H] [--port P]`` and
+"""Command line: ``embedding-server serve [--models-dir D] [--model NAME] [--host H] [--port P] [--grpc-port G]`` and
 ``embedding-server embed INPUT [--column C] [--id-column I] [--model M] [--out PATH] [--url URL]``."""
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="default model name (EMBED_MODEL)")
     serve.add_argument("--host", help="listen address (EMBED_HOST)")
     serve.add_argument("--port", type=int, help="listen port (EMBED_PORT)")
+    serve.add_argument("--grpc-port", dest="grpc_port", type=int, help="also serve TEI's gRPC API on this port "
+                       "(EMBED_GRPC_PORT)")
     embed = sub.add_parser("embed", help="embed a dataset (CSV, JSON Lines, Parquet or text) into a vector file",
                            description="Embed every row of INPUT into OUT (.npy + .ids.json, .parquet or .jsonl). "
                            "In-process by default (EMBED_* settings apply); with --url, through a running server. "

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     model_aliases: str = Field("", description="Extra names for models, `alias=model,...` (e.g. `text-embedding-3-small=bge-m3`).")
     host: str = Field("127.0.0.1", description="Address to listen on (the container sets 0.0.0.0).")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    grpc_port: int | None = Field(None, ge=1, le=65535, description="Also serve TEI's gRPC API (package `tei.v1`: Info, Embed, Rerank, Tokenize, Predict, with the gRPC health service and reflection) on this TCP port of EMBED_HOST, in the same process as HTTP, sharing its models and batching; unset or empty = off (the container sets 50051). Needs `Authorization: Bearer <key>` metadata when EMBED_API_KEY is set.")
     pooling: Literal["auto", "mean", "cls", "lasttoken", "max", "weightedmean"] = Field("auto", description="Pooling override; `auto` uses the checkpoint's 1_Pooling/config.json, else mean.")
     token_ids: Literal["openai", "model", "reject"] = Field("openai", description="How OpenAI token-array inputs are read: cl100k_base ids (`openai`), the served model's own ids (`model`), or refused (`reject`).")
     dtype: Literal["float32", "bfloat16", "auto"] = Field("float32", description="Weights' dtype: `float32` (vectors equal sentence-transformers'), `bfloat16` (half the weight memory; on CPUs with native bf16, AVX-512 BF16 or AMX, about twice the speed; cosine to float32 vectors >= 0.9995; layer norms, softmax, pooling and normalisation stay float32), or `auto` (bfloat16 only where the CPU has native bf16). The log says which each model got and why.")
@@ -53,6 +54,14 @@ class Settings(BaseSettings):
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS closed.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_inputs: bool = Field(False, description="Log input texts in access logs (debug only; off by default).")
+    otlp_endpoint: str = Field("", description="OpenTelemetry collector to export traces to (TEI's `--otlp-endpoint`), e.g. `http://otel-collector:4317` (gRPC) or `http://otel-collector:4318/v1/traces` (HTTP); one span per request with child spans for queue wait, tokenization, forward passes and response, and the caller's W3C `traceparent` honoured. Empty = no tracing (nothing is imported or recorded).")
+    otlp_protocol: Literal["grpc", "http/protobuf"] = Field("grpc", description="OTLP transport for EMBED_OTLP_ENDPOINT: `grpc` (port 4317 by convention, TEI's) or `http/protobuf` (port 4318; the endpoint is the full URL, `/v1/traces` included).")
+    otlp_service_name: str = Field("embedding-server", description="The traces' `service.name` resource attribute.")
+
+    @field_validator("grpc_port", mode="before")
+    @classmethod
+    def _empty_grpc_port(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value  # EMBED_GRPC_PORT= turns it off
 
     @field_validator("model_aliases")
     @classmethod

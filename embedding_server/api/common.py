@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
-from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from fastapi import Request
 
 from ..engine.engine import Engine
 from ..engine.types import EmbedRequest, EmbedResult
 from .errors import ApiError, ClientGone
+from .shared import API_KEY_MESSAGE, access_note, key_accepted  # noqa: F401 - re-exported
 
 T = TypeVar("T")
 
@@ -22,12 +22,6 @@ def engine_of(request: Request) -> Engine:
 def note_for_access_log(request: Request, internal: EmbedRequest, result: EmbedResult) -> None:
     """Tell the access log about an embedding request (``access_note``)."""
     request.state.embed_log = access_note(internal, result)
-
-
-def access_note(internal: EmbedRequest, result: EmbedResult) -> dict[str, Any]:
-    """What the access-log line says about an embedding request (texts only shown if configured)."""
-    return {"model": result.model, "inputs": len(internal.inputs), "tokens": result.prompt_tokens,
-            "texts": internal.inputs}
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
@@ -56,22 +50,6 @@ async def until_gone(receive: Callable[[], Awaitable[dict]], work: Awaitable[T])
     if task.cancelled():
         raise ClientGone()
     return task.result()
-
-
-API_KEY_MESSAGE = "invalid or missing API key (send Authorization: Bearer <key> or X-API-Key: <key>)"
-
-
-def key_accepted(headers: Mapping[str, str], keys: list[str]) -> bool:
-    """Whether ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` carries one of ``keys``."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    bearer = token.strip().encode() if scheme.lower() == "bearer" else b""
-    x_api_key = headers.get("x-api-key", "").strip().encode()
-    # Compare both against every key, in constant time per key, without an early exit.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(bearer, key.encode())
-        matched |= hmac.compare_digest(x_api_key, key.encode())
-    return matched
 
 
 async def require_api_key(request: Request) -> None:

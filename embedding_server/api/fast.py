@@ -178,4 +178,4 @@ class FastApp(FastAPI):
             await response(scope, receive, send)
         finally:
             self.state.recorder.record("POST", scope["path"], response.status_code,
-                                       (time.perf_counter_ns() - started_ns) / 1e9, note)
+                                       (time.perf_counter_ns() - started_ns) / 1e9, note, scope["headers"])

@@ -119,9 +119,13 @@ class AccessRecorder:
     def __init__(self, metrics: Metrics, log_inputs: bool = False):
         self.metrics, self.log_inputs = metrics, log_inputs
         self._children: dict[tuple[str, int], tuple] = {}  # (route, status) -> its metric children
+        self.tracing = None  # api.tracing.Tracing when EMBED_OTLP_ENDPOINT is set
 
-    def record(self, method: str | None, route: str, status: int, seconds: float, embed_log: dict | None) -> None:
-        """Count one answered request and write its access-log line."""
+    def record(self, method: str | None, route: str, status: int, seconds: float, embed_log: dict | None, carrier=None) -> None:
+        """Count one answered request, write its access-log line and, when tracing, make its spans. ``seconds``: from
+        its arrival until now; ``carrier``: its headers (ASGI list or mapping), for the caller's ``traceparent``."""
+        if self.tracing is not None:
+            self._trace(method, route, status, seconds, embed_log, carrier)
         children = self._children.get((route, status))
         if children is None:  # label lookups once per (route, status), not per request
             children = self._children[(route, status)] = (self.metrics.requests.labels(route, str(status)),
@@ -133,12 +137,21 @@ class AccessRecorder:
         line = {"method": method, "route": route, "status": status, "ms": round(seconds * 1000, 2)}
         if embed_log:
             line.update(embed_log)
+            line.pop("timeline", None)
             if not self.log_inputs:
                 line.pop("texts", None)
         # One record handed to the handlers, as .info() would, minus its search of the stack for the caller's
         # file and line (which no access-log format shows): a tenth of a query's event-loop time otherwise.
         access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, "(access log)", 0,
                                                 orjson.dumps(line).decode(), None, None))
+
+
+    def _trace(self, method, route, status, seconds, embed_log, carrier) -> None:
+        end = time.time_ns()
+        try:
+            self.tracing.request(method, route, status, end - int(seconds * 1e9), end, embed_log, carrier)
+        except Exception:  # noqa: BLE001 - tracing never fails a request, nor its access-log line
+            access_log.exception("tracing the request failed")
 
 
 class AccessLog:
@@ -164,4 +177,4 @@ class AccessLog:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.recorder.record(scope.get("method"), route, status, time.perf_counter() - started,
-                                 scope.get("state", {}).get("embed_log"))
+                                 scope.get("state", {}).get("embed_log"), scope.get("headers"))

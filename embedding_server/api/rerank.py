@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Union
 
-import numpy as np
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
 from pydantic import WithJsonSchema
@@ -19,6 +18,7 @@ from .errors import ApiError
 from .responses import json_response
 from .rerank_schemas import TEI_RERANK_RESPONSE, RerankBody, RerankResponse, TeiRerankBody
 from .schemas import OPENAI_ERRORS, OpenAIError
+from .shared import best_first as _best_first
 from .tei import validated
 from .tei_schemas import TeiError
 
@@ -33,10 +33,6 @@ async def _rerank(request: Request, internal: RerankRequest) -> RerankResult:
     request.state.embed_log = {"model": result.model, "inputs": len(internal.documents),
                                "tokens": result.prompt_tokens, "texts": [internal.query, *internal.documents]}
     return result
-
-
-def _best_first(scores: np.ndarray, top_n: int | None = None) -> list[int]:
-    return [int(i) for i in np.argsort(-scores, kind="stable")[:top_n]]
 
 
 async def _documents_shape(body: RerankBody, request: Request, version: str) -> Response:

@@ -13,9 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from .. import __version__
-from ..engine.pipeline import TOKENIZER_THREADS
-from ..engine.types import COLBERT, SPARSE, TOKENS, EmbedRequest, EmbedResult
+from ..engine.types import COLBERT, SPARSE, EmbedRequest, EmbedResult
 from ..settings import Settings
 from .common import engine_of, note_for_access_log, require_api_key, until_disconnect
 from .errors import ApiError
@@ -25,25 +23,16 @@ from .tei_schemas import (EMBED_ALL_RESPONSE, EMBED_RESPONSE, SPARSE_RESPONSE, T
                           DecodeBody, EmbedAllBody, EmbedBody, Info, SimilarityBody, SimilarityParameters,
                           TokenizeBody)
 
-router = APIRouter(dependencies=[Depends(require_api_key)], responses=TEI_ERRORS, tags=["TEI"])
+from .tei_requests import (MAX_CHAR_MULTIPLIER, check_not_empty, check_sparse, check_tokenize_length,  # noqa: F401
+                           compute_headers, embed_request as tei_embed_request, info_fields, per_token_head, too_many)
 
-MAX_CHAR_MULTIPLIER = 250  # /tokenize refuses texts over this many characters per context token (as TEI)
-_POOLING_NAMES = {"lasttoken": "last_token"}  # TEI's names where ours differ
-_NO_SPARSE_HEAD = "Backend error: Model is not an embedding model with SPLADE pooling"
+router = APIRouter(dependencies=[Depends(require_api_key)], responses=TEI_ERRORS, tags=["TEI"])
+_too_many, _check_not_empty = too_many, check_not_empty
 
 
 def _invalid(field: str, expected: str) -> ApiError:
     return ApiError(422, f"Failed to deserialize the JSON body into the target type: {field}: expected {expected}",
                     param=field)
-
-
-def _too_many(n: int, limit: int) -> ApiError:
-    return ApiError(422, f"batch size {n} > maximum allowed batch size {limit}", param="inputs")
-
-
-def _check_not_empty(items: list, what: str = "inputs") -> None:
-    if any(len(item) == 0 for item in items):
-        raise ApiError(400, f"Input validation error: `{what}` cannot be empty", param=what)
 
 
 def _is_ids(value: Any) -> bool:
@@ -76,10 +65,8 @@ def _embed_inputs(raw: Any, limit: int) -> list:
 def _internal(body: EmbedAllBody | SimilarityParameters, settings: Settings, inputs: list, **options) -> EmbedRequest:
     """The engine's request for the default model: token ids are the model's own whole sequences (TEI's reading),
     ``truncate`` defaults to EMBED_AUTO_TRUNCATE."""
-    ids = any(type(x) is list for x in inputs)
     truncate = settings.auto_truncate if body.truncate is None else body.truncate
-    return EmbedRequest(model=None, inputs=inputs, truncate=truncate, truncation_direction=body.truncation_direction,
-                        prompt_name=body.prompt_name, token_ids=ids, ids_mode="model_full" if ids else None, **options)
+    return tei_embed_request(inputs, truncate, body.truncation_direction, body.prompt_name, **options)
 
 
 async def _run(request: Request, internal: EmbedRequest) -> tuple[EmbedResult, dict[str, str]]:
@@ -88,13 +75,6 @@ async def _run(request: Request, internal: EmbedRequest) -> tuple[EmbedResult, d
     result = await until_disconnect(request, engine_of(request).embed(internal))
     note_for_access_log(request, internal, result)
     return result, compute_headers(internal, result, started)
-
-
-def compute_headers(internal: EmbedRequest, result: EmbedResult, started_ns: int) -> dict[str, str]:
-    """TEI's x-compute-* headers for a request whose work began at ``started_ns`` (perf_counter_ns)."""
-    ms = str((time.perf_counter_ns() - started_ns) // 1_000_000)
-    return {"x-compute-time": ms, "x-total-time": ms, "x-compute-tokens": str(result.prompt_tokens),
-            "x-compute-characters": str(sum(len(x) for x in internal.inputs))}
 
 
 def embed_request(body: EmbedBody, settings: Settings) -> EmbedRequest:
@@ -116,10 +96,10 @@ async def embed_all(body: EmbedAllBody, request: Request) -> Response:
     engine = engine_of(request)
     inputs = _embed_inputs(body.inputs, engine.settings.max_inputs)
     _check_not_empty(inputs)
-    colbert = COLBERT in (await engine.facts(load=True)).outputs
+    head = await per_token_head(engine)
     result, headers = await _run(request, _internal(body, engine_of(request).settings, inputs,
-                                                    outputs=frozenset({COLBERT if colbert else TOKENS})))
-    return json_response(result.colbert if colbert else result.token_states, headers=headers)
+                                                    outputs=frozenset({head})))
+    return json_response(result.colbert if head == COLBERT else result.token_states, headers=headers)
 
 
 @router.post("/embed_sparse", summary="Sparse embeddings (TEI): models with a sparse head",
@@ -127,8 +107,7 @@ async def embed_all(body: EmbedAllBody, request: Request) -> Response:
 async def embed_sparse(body: EmbedAllBody, request: Request) -> Response:
     engine = engine_of(request)
     inputs = _embed_inputs(body.inputs, engine.settings.max_inputs)
-    if SPARSE not in (await engine.facts(load=True)).outputs:
-        raise ApiError(424, _NO_SPARSE_HEAD)  # TEI's answer for a model without SPLADE pooling
+    await check_sparse(engine)  # TEI's answer for a model without SPLADE pooling
     _check_not_empty(inputs)
     result, headers = await _run(request, _internal(body, engine_of(request).settings, inputs, outputs=frozenset({SPARSE})))
     sparse = [[{"index": i, "value": w} for i, w in zip(ids.tolist(), weights.tolist())]
@@ -171,11 +150,7 @@ async def tokenize(body: TokenizeBody, request: Request) -> Response:
     else:
         raise _invalid("inputs", "a string or an array of strings")
     _check_not_empty(texts)
-    cap = (await engine.facts(load=True)).context_length * MAX_CHAR_MULTIPLIER
-    longest = max(len(t) for t in texts)
-    if longest > cap:
-        raise ApiError(422, f"Input validation error: `inputs` must have less than {cap} characters. "
-                            f"Given: {longest}", param="inputs")
+    await check_tokenize_length(engine, texts)
     tokens = await until_disconnect(request, engine.tokens(texts, body.add_special_tokens, body.prompt_name))
     total, limit = sum(map(len, tokens)), engine.settings.max_request_tokens
     if total > limit:  # the answer would be ~60 bytes of JSON per token
@@ -205,16 +180,8 @@ async def decode(body: DecodeBody, request: Request) -> Response:
 @router.get("/info", summary="The served model and the server's limits (TEI)", response_model=Info)
 async def info(request: Request) -> Response:
     engine = engine_of(request)
-    facts, settings = await engine.facts(load=True), engine.settings
-    name = facts.name
     return json_response({
-        "model_id": name, "model_sha": None, "model_dtype": facts.dtype, "served_model_name": name,
-        "model_type": {"embedding": {"pooling": _POOLING_NAMES.get(facts.pooling, facts.pooling)}},
-        "max_concurrent_requests": settings.max_queued_inputs, "max_input_length": facts.context_length,
-        "max_batch_tokens": settings.max_batch_tokens, "max_batch_requests": settings.max_batch_size,
-        "max_client_batch_size": settings.max_inputs, "auto_truncate": settings.auto_truncate,
-        "tokenization_workers": TOKENIZER_THREADS, "version": __version__, "sha": None, "docker_label": None,
-        "outputs": sorted(facts.outputs),  # ours: which heads /embed* can give
+        **await info_fields(engine),
         "models": await kinds(engine),  # ours: every model served, embedding or reranker (/rerank serves rerankers)
     })
 

@@ -24,7 +24,7 @@ from .pipeline import Pipeline, check_before_loading
 from .registry import ModelEntry, ModelRegistry, discover
 from .rerank import reranker_entry
 from .scheduler import CostModel
-from .types import EmbedRequest, EmbedResult, RerankRequest, RerankResult
+from .types import EmbedRequest, EmbedResult, RerankRequest, RerankResult, Timeline
 from .worker import BatchStats, ModelWorker
 
 _timeout = getattr(asyncio, "timeout", None)
@@ -207,19 +207,21 @@ class Engine:
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         """Embed all inputs of ``request``, in order. Cancelling drops its queued work."""
+        timeline = Timeline(time.time_ns())
         entry = self._entry(request.model)
         check_before_loading(entry, request, self.settings)
         spent: list[int] = []
         return await self._held(entry, request.keep_alive,
-                                lambda: self.pipeline.embed(entry, request, spent[0]), spent)
+                                lambda: self.pipeline.embed(entry, request, spent[0], timeline), spent)
 
     async def rerank(self, request: RerankRequest) -> RerankResult:
         """Score each document against the query with a cross-encoder (scores in document order)."""
         self._loop = self._loop or asyncio.get_running_loop()
+        timeline = Timeline(time.time_ns())
         entry = reranker_entry(self.registry, self.default_entry(), request.model)
         spent: list[int] = []
         return await self._held(entry, request.keep_alive,
-                                lambda: self.pipeline.score(entry, request, spent[0]), spent)
+                                lambda: self.pipeline.score(entry, request, spent[0], timeline), spent)
 
     async def preload(self, model: str | None, keep_alive: float | None = None) -> None:
         """Load ``model`` (Ollama's generate/chat without a prompt) and set its keep_alive; ``keep_alive`` 0

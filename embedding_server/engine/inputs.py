@@ -53,8 +53,9 @@ def prompt_text(encoder, name: str | None) -> str | None:
         return None
     prompts = getattr(encoder, "prompts", None) or {}
     if name not in prompts:
-        known = ", ".join(sorted(prompts)) or "none"
-        raise InvalidInput(f"prompt_name '{name}' is not one of the model's prompts ({known})", param="prompt_name")
+        known = ", ".join(f'"{p}"' for p in sorted(prompts))  # TEI's words end so: clients parse the names out
+        raise InvalidInput(f"prompt_name '{name}' is not one of the model's prompts. Available prompts: [{known}]",
+                           param="prompt_name")
     return prompts[name]
 
 

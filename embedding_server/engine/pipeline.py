@@ -5,6 +5,7 @@ Embedding and rerank scoring both run here; the engine holds the model around th
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
@@ -16,7 +17,8 @@ from ..settings import Settings
 from .errors import ContextLengthExceeded, InvalidInput, LimitExceeded, ModelUnavailable
 from .inputs import check_outputs, check_rows, check_text, prompt_text, small, token_ids, tokenize_inline
 from .registry import ModelEntry
-from .types import COLBERT, DENSE, SCORE, SPARSE, TOKENS, EmbedRequest, EmbedResult, RerankRequest, RerankResult
+from .types import (COLBERT, DENSE, SCORE, SPARSE, TOKENS, EmbedRequest, EmbedResult, RerankRequest, RerankResult,
+                    Timeline)
 
 T = TypeVar("T")
 TOKENIZER_THREADS = 2  # tokenize requests too large for the event loop
@@ -51,8 +53,11 @@ class Pipeline:
             return work()
         return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, work)
 
-    async def embed(self, entry: ModelEntry, request: EmbedRequest, load_ns: int) -> EmbedResult:
-        """``request``'s outputs from the loaded ``entry``, in input order."""
+    async def embed(self, entry: ModelEntry, request: EmbedRequest, load_ns: int,
+                    timeline: Timeline | None = None) -> EmbedResult:
+        """``request``'s outputs from the loaded ``entry``, in input order; ``timeline`` notes where its time went."""
+        timeline = timeline or Timeline(time.time_ns())
+        timeline.load_ns = load_ns
         encoder = entry.encoder
         dim = encoder.details.dimension
         if request.dimensions is not None and not 1 <= request.dimensions <= dim:
@@ -61,27 +66,36 @@ class Pipeline:
         check_outputs(entry.name, encoder, request.outputs)
         if not request.inputs:
             empty = {head: [] for head in request.outputs - {DENSE}}
+            timeline.ready_ns = time.time_ns()
             return EmbedResult(entry.name, np.zeros((0, request.dimensions or dim), np.float32), [], load_ns,
-                               empty.get(TOKENS), empty.get(SPARSE), empty.get(COLBERT))
+                               empty.get(TOKENS), empty.get(SPARSE), empty.get(COLBERT), timeline=timeline)
         mode = (request.ids_mode or self.settings.token_ids) if request.token_ids else "text"
+        timeline.tokenize_start_ns = time.time_ns()
         if tokenize_inline(request):  # a query: cheaper here than a round trip through a thread
             ids = token_ids(encoder, request, mode, prompt)
         else:
+            timeline.inline = False
             ids = await asyncio.get_running_loop().run_in_executor(
                 self._tokenize_pool, token_ids, encoder, request, mode, prompt)
+        timeline.tokenize_end_ns = time.time_ns()
         check_rows(encoder, ids)
-        outputs = await self.forward(entry, ids, request.outputs)
+        outputs = await self.forward(entry, ids, request.outputs, timeline)
         vectors = (finish_dense(outputs[DENSE], request.dimensions, request.normalize) if DENSE in outputs
                    else np.zeros((len(ids), 0), np.float32))
         result = EmbedResult(entry.name, vectors, [len(x) for x in ids], load_ns, outputs.get(TOKENS),
-                             outputs.get(SPARSE), outputs.get(COLBERT))
+                             outputs.get(SPARSE), outputs.get(COLBERT), timeline=timeline)
         if request.sparse_token_strings and result.sparse is not None:  # read from the tokenizer while it is held
             tokenizer = encoder.tokenizer
             result.sparse_strings = [[tokenizer.decode([i]) for i in ids.tolist()] for ids, _ in result.sparse]
+        timeline.ready_ns = time.time_ns()
         return result
 
-    async def score(self, entry: ModelEntry, request: RerankRequest, load_ns: int) -> RerankResult:
-        """Scores in document order: the model's activation of its logits (CrossEncoder.predict's), or the logits."""
+    async def score(self, entry: ModelEntry, request: RerankRequest, load_ns: int,
+                    timeline: Timeline | None = None) -> RerankResult:
+        """Scores in document order: the model's activation of its logits (CrossEncoder.predict's), or the logits;
+        ``timeline`` notes where the time went."""
+        timeline = timeline or Timeline(time.time_ns())
+        timeline.load_ns = load_ns
         encoder, limit = entry.encoder, self.settings.max_rerank_documents
         if len(request.documents) > limit:
             raise LimitExceeded(f"too many documents: {len(request.documents)}, limit max_rerank_documents={limit}",
@@ -99,20 +113,29 @@ class Pipeline:
                 raise ContextLengthExceeded("a query-document pair exceeds the context length",
                                             param="documents") from exc
 
+        timeline.tokenize_start_ns = time.time_ns()
         ids = await self.tokenizer_work(texts, pairs)
-        logits = np.asarray((await self.forward(entry, ids, frozenset({SCORE})))[SCORE], np.float32)
+        timeline.tokenize_end_ns = time.time_ns()
+        logits = np.asarray((await self.forward(entry, ids, frozenset({SCORE}), timeline))[SCORE], np.float32)
         scores = logits if request.raw_scores else activate(encoder.activation, logits)
-        return RerankResult(entry.name, np.asarray(scores, np.float32), [len(x) for x in ids], load_ns)
+        timeline.ready_ns = time.time_ns()
+        return RerankResult(entry.name, np.asarray(scores, np.float32), [len(x) for x in ids], load_ns, timeline)
 
-    async def forward(self, entry: ModelEntry, ids: list[list[int]], heads: frozenset[str]) -> dict:
-        """Queue ``ids`` on the model's worker and wait for ``heads``; cancelling drops the queued work."""
+    async def forward(self, entry: ModelEntry, ids: list[list[int]], heads: frozenset[str],
+                      timeline: Timeline | None = None) -> dict:
+        """Queue ``ids`` on the model's worker and wait for ``heads``; cancelling drops the queued work. ``timeline``
+        gets the queueing time and the forward passes."""
         if sum(map(len, ids)) > self.settings.max_request_tokens:
             raise LimitExceeded(f"too many tokens: {sum(map(len, ids))}, limit "
                                 f"max_request_tokens={self.settings.max_request_tokens}", param="input")
         worker = entry.worker  # None if its thread died while this request was tokenized
         if worker is None or not worker.alive:
             raise ModelUnavailable(f"model '{entry.name}' stopped working and is being reloaded; retry")
+        if timeline is not None:
+            timeline.queued_ns = time.time_ns()
         ticket = worker.submit(ids, heads)
+        if timeline is not None:
+            timeline.forwards = ticket.forwards  # filled in by the worker as batches complete
         try:
             return await ticket.future
         except asyncio.CancelledError:

@@ -36,6 +36,42 @@ class EmbedRequest:
 
 
 @dataclass
+class Forward:
+    """One forward pass a request's inputs ran in (wall-clock nanoseconds, ``time.time_ns``)."""
+
+    start_ns: int  # the batch's job began (its first slice)
+    end_ns: int  # its outputs were ready
+    batch_size: int  # inputs in the batch, all requests'
+    batch_tokens: int  # their tokens
+    inputs: int  # this request's inputs among them
+    slices: int = 1
+
+
+@dataclass
+class Timeline:
+    """Where one embedding request's time went inside the engine (wall-clock nanoseconds, ``time.time_ns``; 0:
+    not reached). Recorded for every request at a few clock reads' cost; the tracing module turns it into spans."""
+
+    started_ns: int = 0  # the engine took the request (before any model load)
+    load_ns: int = 0  # of which waiting for its model to load
+    tokenize_start_ns: int = 0
+    tokenize_end_ns: int = 0
+    queued_ns: int = 0  # its token ids were queued on the model's worker
+    ready_ns: int = 0  # its result was complete (after the forwards' post-processing)
+    inline: bool = True  # tokenized on the event loop (else on a tokenizer thread)
+    forwards: list[Forward] = field(default_factory=list)
+
+    def phases(self) -> dict[str, int]:
+        """Nanoseconds spent tokenizing, waiting in the model's queue, and from the first forward pass to the
+        result (TEI's tokenization, queue and inference times; 0 for a phase not reached)."""
+        first = self.forwards[0].start_ns if self.forwards else 0
+        end = self.ready_ns or (self.forwards[-1].end_ns if self.forwards else 0)
+        return {"tokenize": max(0, self.tokenize_end_ns - self.tokenize_start_ns),
+                "queue": max(0, first - self.queued_ns) if first and self.queued_ns else 0,
+                "inference": max(0, end - first) if first and end else 0}
+
+
+@dataclass
 class EmbedResult:
     """Outputs in input order, token counts, and timings in nanoseconds."""
 
@@ -47,6 +83,12 @@ class EmbedResult:
     sparse: list[tuple[np.ndarray, np.ndarray]] | None = None  # SPARSE: (token ids ascending, weights) per input
     colbert: list[np.ndarray] | None = None  # COLBERT: (tokens - 1, dim) L2-normalised float32 per input
     sparse_strings: list[list[str]] | None = None  # with sparse_token_strings: the token of each sparse entry
+    timeline: Timeline | None = None  # where the request's time went (None: not recorded)
+
+    @property
+    def timings(self) -> dict[str, int]:
+        """The timeline's phases in nanoseconds (``Timeline.phases``; empty without a timeline)."""
+        return self.timeline.phases() if self.timeline is not None else {}
 
     @property
     def prompt_tokens(self) -> int:
@@ -76,6 +118,9 @@ class RerankResult:
     scores: np.ndarray  # (n_documents,) float32
     token_counts: list[int] = field(default_factory=list)
     load_ns: int = 0
+    timeline: Timeline | None = None  # as EmbedResult's
+
+    timings = EmbedResult.timings
 
     @property
     def prompt_tokens(self) -> int:

@@ -32,6 +32,7 @@ class Ticket:
     heads: frozenset[str] = ONLY_DENSE
     results: dict = field(default_factory=dict)
     cancelled: bool = False
+    forwards: list = field(default_factory=list)  # a types.Forward per forward pass delivered (worker thread)
 
     def fill(self, index: int, outputs: dict, position: int) -> bool:
         """Store input ``index``'s outputs (row ``position`` of a batch's ``outputs``); True once complete."""

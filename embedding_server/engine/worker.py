@@ -23,6 +23,7 @@ from ..model.job import EmbedJob, job_of
 from .errors import InferenceFailed, ModelUnavailable
 from .heap import HeapTrimmer
 from .scheduler import CostModel
+from .types import Forward
 from .work_queue import Item, Ticket, WorkQueue, settle, settle_results
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class ModelWorker:
         self.died: str | None = None  # why the thread ended abnormally
         self._running: list[list[Item]] = []  # batches with a job in progress (for failing them on death)
         self._jobs: dict[int, EmbedJob] = {}  # id(batch) -> its unfinished sliced job
+        self._began: dict[int, int] = {}  # id(batch) -> when its job began (time.time_ns), for the requests' timelines
         self._factory: Callable[[], Embedder] | None = None  # see launch()
         self._cost_of: Callable[[Embedder], CostModel] | None = None
         self._loaded = threading.Event()
@@ -196,9 +198,11 @@ class ModelWorker:
         self._running.append(batch)
         heads = frozenset().union(*(item.ticket.heads for item in batch))
         try:
+            self._began[id(batch)] = time.time_ns()
             return job_of(self.embedder, [item.ids for item in batch], unit_ms, heads)
         except Exception as exc:  # noqa: BLE001
             self._running.remove(batch)
+            self._began.pop(id(batch), None)
             self._recover(batch, exc)
             return None
 
@@ -259,6 +263,7 @@ class ModelWorker:
     def _end(self, batch: list[Item]) -> None:
         self._running.remove(batch)
         self._jobs.pop(id(batch), None)
+        self._began.pop(id(batch), None)
 
     def _recover(self, batch: list[Item], exc: Exception, seconds: float = 0.0) -> None:
         """A batch failed: retry each of its requests alone, so only the one that cannot run fails."""
@@ -286,6 +291,7 @@ class ModelWorker:
         self.last_batch_failed = False
         self.batches_run += 1
         self._observe(batch, job.seconds, failed=False, fallback=job.fell_back is not None, slices=job.slices)
+        self._note_forward(batch, job.slices)
         complete = []
         for position, item in enumerate(batch):
             ticket = item.ticket
@@ -299,6 +305,20 @@ class ModelWorker:
                 self.queue.cancel(ticket)
                 settle(ticket, error=InferenceFailed(f"inference failed for this batch: {type(exc).__name__}"))
         settle_results(complete)
+
+    def _note_forward(self, batch: list[Item], slices: int) -> None:
+        """Add this forward pass to the timeline of each request it served (``Ticket.forwards``)."""
+        end, tokens = time.time_ns(), sum(item.length for item in batch)
+        start = self._began.get(id(batch), end)
+        inputs: dict[int, list] = {}  # id(ticket) -> [ticket, its inputs in this batch]
+        for item in batch:
+            entry = inputs.get(id(item.ticket))
+            if entry is None:
+                inputs[id(item.ticket)] = [item.ticket, 1]
+            else:
+                entry[1] += 1
+        for ticket, count in inputs.values():
+            ticket.forwards.append(Forward(start, end, len(batch), tokens, count, slices))
 
     def _observe(self, batch: list[Item], seconds: float, failed: bool, fallback: bool = False,
                  slices: int = 1) -> None:

@@ -146,3 +146,14 @@ def test_keep_alive_setting_accepts_ollama_durations():
     assert Settings(keep_alive="0").keep_alive_seconds == 0
     with pytest.raises(ValueError):
         Settings(keep_alive="five minutes")
+
+
+def test_grpc_port_off_unless_set(monkeypatch):
+    assert Settings().grpc_port is None
+    monkeypatch.setenv("EMBED_GRPC_PORT", "50051")
+    assert Settings().grpc_port == 50051
+    monkeypatch.setenv("EMBED_GRPC_PORT", "")  # what `docker run -e EMBED_GRPC_PORT=` sends: off
+    assert Settings().grpc_port is None
+    monkeypatch.setenv("EMBED_GRPC_PORT", "0")
+    with pytest.raises(ValidationError):
+        Settings()

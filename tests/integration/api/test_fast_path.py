@@ -49,15 +49,6 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def served(monkeypatch) -> list[bool]:
-    """Whether each request since was answered by the fast path itself."""
-    seen: list[bool] = []
-    real = fast._prepare
-    monkeypatch.setattr(fast, "_prepare", lambda *a: seen.append((out := real(*a)) is not None) or out)
-    return seen
-
-
 def answer(client, path: str, body, headers: dict | None = None, content_type: str | None = "application/json"
            ) -> tuple[int, dict, object]:
     raw = b"" if body is None else json.dumps(body).encode()

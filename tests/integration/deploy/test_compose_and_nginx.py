@@ -91,10 +91,11 @@ def test_compose_service_contract() -> None:
     assert "profiles" not in service  # the default service starts without any profile
     assert service["restart"] == "unless-stopped"
     assert "./models:/models:ro" in service["volumes"]
-    assert "8000:8000" in service["ports"]
+    assert "8000:8000" in service["ports"] and "50051:50051" in service["ports"]
     assert service["env_file"] == [{"path": ".env", "required": False}]
     assert service["environment"]["EMBED_HOST"] == "0.0.0.0"
     assert service["environment"]["EMBED_PORT"] == "8000"
+    assert service["environment"]["EMBED_GRPC_PORT"] == "50051"
     assert service["environment"]["EMBED_MODELS_DIR"] == "/models"
     limits = service["deploy"]["resources"]["limits"]
     assert limits["cpus"] and limits["memory"]

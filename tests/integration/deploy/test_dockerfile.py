@@ -129,7 +129,8 @@ def test_dockerfile_runtime_contract() -> None:
     _, stages = dockerfile_stages()
     runtime = stages[-1]
     env = stage_env(runtime)
-    expected = {"EMBED_HOST": "0.0.0.0", "EMBED_PORT": "8000", "EMBED_MODELS_DIR": "/models",
+    expected = {"EMBED_HOST": "0.0.0.0", "EMBED_PORT": "8000", "EMBED_GRPC_PORT": "50051",
+                "EMBED_MODELS_DIR": "/models",
                 "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "PYTHONUNBUFFERED": "1", "EMBED_MODEL": "${MODEL:-all-minilm-l6-v2}"}
     for key, value in expected.items():
@@ -137,7 +138,7 @@ def test_dockerfile_runtime_contract() -> None:
     assert stage_args(runtime) == {"MODEL": ""}
     assert first(runtime, "USER") == ["10001:10001"]
     assert any("--uid 10001" in r for r in first(runtime, "RUN"))
-    assert first(runtime, "EXPOSE") == ["8000"]
+    assert first(runtime, "EXPOSE") == ["8000 50051"]  # HTTP, TEI's gRPC
     assert first(runtime, "VOLUME") == ["/models"]
     assert "--from=builder /opt/venv /opt/venv" in first(runtime, "COPY")
     assert "--from=models /models /models" in first(runtime, "COPY")

@@ -1,0 +1,264 @@
+"""OpenTelemetry traces (EMBED_OTLP_ENDPOINT): one span per answered request, made after the fact.
+
+The only module importing OpenTelemetry, and only when tracing is on (``start``). ``AccessRecorder.record`` hands
+each answered request to ``Tracing.request`` once its answer has been handed to the server: the request's span
+(route, model, inputs, tokens, status; the caller's W3C ``traceparent`` as parent) and its children - model load,
+tokenization, queue wait, each forward pass (batch size, tokens), response - are built there with explicit start and
+end times from the engine's ``Timeline``, so nothing of tracing runs inside a request before its answer. Export runs
+on the SDK's ``BatchSpanProcessor`` thread: a bounded queue (spans beyond it are dropped and counted), a short export
+timeout, and a shutdown bounded in time, so a dead or slow collector never holds a request, nor the server's exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from ..engine.types import Timeline
+from ..settings import Settings
+
+log = logging.getLogger("embedding_server.tracing")
+
+MAX_QUEUE_SPANS = 4096  # spans waiting for export; beyond, new spans are dropped (and counted)
+EXPORT_BATCH_SPANS = 512
+SCHEDULE_MS = 1000  # how often the processor exports what is queued
+EXPORT_TIMEOUT_S = 3.0  # one export, retries included
+SHUTDOWN_TIMEOUT_S = 5.0  # the last flush at shutdown
+MAX_FORWARD_SPANS = 64  # forward passes shown one by one per request (a bulk request may run in hundreds)
+_HEADERS = ("traceparent", "tracestate")
+# gRPC codes that are a server span's error (OTel's gRPC conventions): UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
+# INTERNAL, UNAVAILABLE, DATA_LOSS.
+_GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
+UNTRACED = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes: every few seconds, nobody's request
+
+
+def headers_of(carrier: Any) -> dict[str, str]:
+    """The W3C trace-context headers of ``carrier``: an ASGI header list (byte pairs), or a mapping (HTTP headers,
+    gRPC metadata) whose keys are lower-case or looked up case-insensitively."""
+    found: dict[str, str] = {}
+    if carrier is None:
+        return found
+    if isinstance(carrier, Mapping):
+        for name in _HEADERS:
+            value = carrier.get(name)
+            if value is not None:
+                found[name] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        return found
+    for name, value in carrier:  # ASGI: [(b"traceparent", b"00-..."), ...], names lower-case
+        key = name.decode("latin-1") if isinstance(name, bytes) else str(name).lower()
+        if key in _HEADERS:
+            found[key] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return found
+
+
+def _traces_url(endpoint: str) -> str:
+    """OTLP/HTTP's URL: the endpoint as given, or with ``/v1/traces`` when it names no path (``http://host:4318``)."""
+    return endpoint.rstrip("/") + "/v1/traces" if urlsplit(endpoint).path in ("", "/") else endpoint
+
+
+def make_exporter(settings: Settings):
+    """The OTLP span exporter EMBED_OTLP_PROTOCOL names, to EMBED_OTLP_ENDPOINT."""
+    endpoint = settings.otlp_endpoint
+    if settings.otlp_protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return HttpExporter(endpoint=_traces_url(endpoint), timeout=EXPORT_TIMEOUT_S)
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+    # gRPC takes host:port; a scheme says whether to use TLS (https) or not (http, or none given).
+    insecure = not endpoint.startswith("https://")
+    return GrpcExporter(endpoint=endpoint, insecure=insecure, timeout=EXPORT_TIMEOUT_S)
+
+
+class _Counted:
+    """The exporter, counting the spans it exported and those it failed to (the processor logs the rest it drops:
+    "Queue full", at most once in 20 s)."""
+
+    def __init__(self, inner):
+        self.inner, self.exported, self.failed = inner, 0, 0
+
+    def export(self, spans):
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        try:
+            result = self.inner.export(spans)
+        except Exception:
+            self.failed += len(spans)
+            raise
+        if result == SpanExportResult.SUCCESS:
+            self.exported += len(spans)
+        else:
+            self.failed += len(spans)
+        return result
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs):
+        try:
+            return self.inner.shutdown(timeout_millis=timeout_millis)
+        except TypeError:  # an exporter whose shutdown takes no timeout
+            return self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class Tracing:
+    """A tracer provider exporting through a BatchSpanProcessor; turns answered requests into spans.
+
+    The spans are made finished (``ReadableSpan``, what a processor receives from a span that ended) rather than
+    started and ended through the tracer: a request's spans are known in full once it is answered, and the tracer's
+    live-span machinery (sampler, locks, attribute limits, events) cost about 40 us a span on 2 cores, 0.2 ms per
+    query on the event loop the forwards share the CPU with; made finished, 5 spans take about 25 us
+    (``bench.tracing_overhead``). Sampling follows the caller: a ``traceparent`` whose sampled flag is off records
+    nothing; all other requests are recorded."""
+
+    def __init__(self, settings: Settings, exporter=None):
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        from .. import __version__
+
+        self._span, self._context, self._trace = ReadableSpan, SpanContext, trace
+        self._server, self._internal = SpanKind.SERVER, SpanKind.INTERNAL
+        self._error, self._unset = Status(StatusCode.ERROR), Status(StatusCode.UNSET)
+        self._sampled = TraceFlags(TraceFlags.SAMPLED)
+        self._propagator = TraceContextTextMapPropagator()
+        self._bits = random.Random().getrandbits
+        self.exporter = _Counted(exporter if exporter is not None else make_exporter(settings))
+        self.emitted = 0
+        self.processor = BatchSpanProcessor(self.exporter, max_queue_size=MAX_QUEUE_SPANS,
+                                            schedule_delay_millis=SCHEDULE_MS,
+                                            max_export_batch_size=min(EXPORT_BATCH_SPANS, MAX_QUEUE_SPANS),
+                                            export_timeout_millis=EXPORT_TIMEOUT_S * 1000)
+        created = Resource.create({"service.name": settings.otlp_service_name, "service.version": __version__})
+
+        class HashedResource(Resource):
+            """The resource with its hash computed once: the OTLP encoder groups spans by resource, hashing it per
+            span (a JSON dump of its attributes: half the export thread's CPU per span, measured). Its attributes
+            are immutable, so the hash never changes."""
+
+            def __init__(self, attributes, schema_url=None):
+                super().__init__(attributes, schema_url)
+                self._hash = super().__hash__()
+
+            def __hash__(self):
+                return self._hash
+
+        self.resource = HashedResource(created.attributes, created.schema_url)
+        self.scope = InstrumentationScope("embedding_server", __version__)
+        # Not the global provider: several apps (tests) can live in one process, each with its own.
+        self.provider = TracerProvider(resource=self.resource)
+        self.provider.add_span_processor(self.processor)
+        self._on_end = self.processor.on_end
+        log.info("tracing: OTLP %s to %s (service.name %s)", settings.otlp_protocol,
+                 settings.otlp_endpoint or type(self.exporter.inner).__name__, settings.otlp_service_name)
+
+    def _emit(self, span) -> None:
+        self.emitted += 1
+        self._on_end(span)
+
+    @property
+    def spans_lost(self) -> int:
+        """Spans made but not exported: failed exports, a full queue, or still queued."""
+        return self.emitted - self.exporter.exported
+
+    def _parent(self, carrier: Any):
+        """The caller's span context from its ``traceparent`` (None without a valid one)."""
+        headers = headers_of(carrier)
+        if "traceparent" not in headers:
+            return None
+        parent = self._trace.get_current_span(self._propagator.extract(headers)).get_span_context()
+        return parent if parent.is_valid else None
+
+    def request(self, method: str | None, route: str, status: int, start_ns: int, end_ns: int,
+                embed_log: dict | None, carrier: Any = None) -> None:
+        """The spans of one answered request (``start_ns``..``end_ns``, wall clock), under the caller's trace."""
+        if route in UNTRACED:
+            return
+        parent = self._parent(carrier) if carrier is not None else None
+        if parent is not None and not parent.trace_flags.sampled:
+            return  # the caller does not record this trace
+        if method is None or method == "gRPC":  # route: the full method name; status: its code or an HTTP status
+            name, attributes = route, {"rpc.system": "grpc", "rpc.method": route}
+            attributes["rpc.grpc.status_code" if status < 100 else "http.response.status_code"] = status
+            failed = status in _GRPC_SERVER_ERRORS if status < 100 else status >= 500
+        else:
+            name = f"{method} {route}"
+            attributes = {"http.request.method": method, "http.route": route, "http.response.status_code": status}
+            failed = status >= 500
+        timeline = None
+        if embed_log:
+            for key, value in embed_log.items():
+                if key == "timeline":
+                    timeline = value
+                elif key != "texts" and isinstance(value, (str, bool, int, float)):
+                    attributes[f"embedding.{key}"] = value
+        if timeline is not None:
+            attributes["embedding.forwards"] = len(timeline.forwards)
+        trace_id = parent.trace_id if parent is not None else self._bits(128) or 1
+        context = self._context(trace_id, self._bits(64) or 1, False, self._sampled,
+                                parent.trace_state if parent is not None else None)
+        if timeline is not None:
+            self._children(context, timeline, end_ns)
+        self._emit(self._span(name, context, parent, self.resource, attributes, kind=self._server,
+                              status=self._error if failed else self._unset, start_time=start_ns,
+                              end_time=end_ns, instrumentation_scope=self.scope))
+
+    def _children(self, parent, timeline: Timeline, end_ns: int) -> None:
+        def child(name: str, start: int, end: int, attributes: dict | None = None) -> None:
+            context = self._context(parent.trace_id, self._bits(64) or 1, False, self._sampled, parent.trace_state)
+            self._emit(self._span(name, context, parent, self.resource, attributes, kind=self._internal,
+                                  start_time=start, end_time=end, instrumentation_scope=self.scope))
+
+        if timeline.load_ns:
+            child("load", timeline.started_ns, timeline.started_ns + timeline.load_ns)
+        if timeline.tokenize_end_ns:
+            child("tokenize", timeline.tokenize_start_ns, timeline.tokenize_end_ns,
+                  {"embedding.tokenize.inline": timeline.inline})
+        forwards = timeline.forwards
+        if timeline.queued_ns and forwards:
+            child("queue", timeline.queued_ns, min(f.start_ns for f in forwards))
+        for forward in forwards[:MAX_FORWARD_SPANS]:
+            child("forward", forward.start_ns, forward.end_ns,
+                  {"embedding.batch_size": forward.batch_size, "embedding.batch_tokens": forward.batch_tokens,
+                   "embedding.batch_inputs": forward.inputs, "embedding.slices": forward.slices})
+        if timeline.ready_ns:
+            child("response", timeline.ready_ns, max(end_ns, timeline.ready_ns))
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        return self.processor.force_flush(int(timeout_s * 1000))
+
+    def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> bool:
+        """Export what is queued and stop, within ``timeout_s`` (a dead collector drops the rest); True if done."""
+        done = threading.Thread(target=self.provider.shutdown, name="tracing-shutdown", daemon=True)
+        done.start()
+        done.join(timeout_s)
+        if done.is_alive():
+            log.warning("tracing: the collector did not take the last spans within %g s; they are dropped", timeout_s)
+        if self.spans_lost:
+            log.warning("tracing: %d of %d spans were not exported (%d failed to, the rest were dropped: the "
+                        "collector down or too slow)", self.spans_lost, self.emitted, self.exporter.failed)
+        return not done.is_alive()
+
+
+def start(settings: Settings, exporter=None) -> Tracing | None:
+    """Tracing as configured: None when EMBED_OTLP_ENDPOINT is empty and no ``exporter`` is given (then nothing of
+    OpenTelemetry is imported)."""
+    if not settings.otlp_endpoint and exporter is None:
+        return None
+    return Tracing(settings, exporter)
+
+
+def wall_clock_span(seconds: float) -> tuple[int, int]:
+    """(start, end) in wall-clock nanoseconds of a request that took ``seconds`` and ended now."""
+    end = time.time_ns()
+    return end - int(seconds * 1e9), end
+
