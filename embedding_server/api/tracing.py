@@ -1,12 +1,14 @@
 """OpenTelemetry traces (EMBED_OTLP_ENDPOINT): one span per answered request, made after the fact.
 
-The only module importing OpenTelemetry, and only when tracing is on (``start``). ``AccessRecorder.record`` hands
-each answered request to ``Tracing.request`` once its answer has been handed to the server: the request's span
-(route, model, inputs, tokens, status; the caller's W3C ``traceparent`` as parent) and its children - model load,
-tokenization, queue wait, each forward pass (batch size, tokens), response - are built there with explicit start and
-end times from the engine's ``Timeline``, so nothing of tracing runs inside a request before its answer. Export runs
-on the SDK's ``BatchSpanProcessor`` thread: a bounded queue (spans beyond it are dropped and counted), a short export
-timeout, and a shutdown bounded in time, so a dead or slow collector never holds a request, nor the server's exit.
+OpenTelemetry is imported (here, by ``otlp_encoding`` and ``otlp_export``) only when tracing is on (``start``).
+``AccessRecorder.record`` hands each answered request to ``Tracing.request`` once its answer has been handed to the
+server: the request's span (route, model, inputs, tokens, status; the caller's W3C ``traceparent`` as parent) and its
+children - model load, tokenization, queue wait, each forward pass (batch size, tokens), response - are noted there
+as plain data (``RequestSpans``) with explicit start and end times from the engine's ``Timeline``, so nothing of
+tracing runs inside a request before its answer. Export runs on the SDK's ``BatchSpanProcessor`` thread: a bounded
+queue (requests beyond it are dropped and their spans counted), a short export timeout, and a shutdown bounded in
+time, so a dead or slow collector never holds a request, nor the server's exit. The OTLP exporters write the
+requests' bytes directly (``otlp_encoding``); any other exporter receives the SDK's ``ReadableSpan``s.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ import random
 import threading
 import time
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
 from ..engine.types import Timeline
 from ..settings import Settings
+from .otlp_encoding import INTERNAL, SERVER, RequestSpans, Span
 
 log = logging.getLogger("embedding_server.tracing")
 
-MAX_QUEUE_SPANS = 4096  # spans waiting for export; beyond, new spans are dropped (and counted)
-EXPORT_BATCH_SPANS = 512
+MAX_QUEUE_REQUESTS = 1024  # requests whose spans wait for export; beyond, new ones are dropped (and counted)
+EXPORT_BATCH_REQUESTS = 128  # requests per export (about 640 spans of single queries)
 SCHEDULE_MS = 1000  # how often the processor exports what is queued
 EXPORT_TIMEOUT_S = 3.0  # one export, retries included
 SHUTDOWN_TIMEOUT_S = 5.0  # the last flush at shutdown
@@ -55,44 +57,36 @@ def headers_of(carrier: Any) -> dict[str, str]:
     return found
 
 
-def _traces_url(endpoint: str) -> str:
-    """OTLP/HTTP's URL: the endpoint as given, or with ``/v1/traces`` when it names no path (``http://host:4318``)."""
-    return endpoint.rstrip("/") + "/v1/traces" if urlsplit(endpoint).path in ("", "/") else endpoint
+def make_exporter(settings: Settings, resource, scope):
+    """The OTLP span exporter EMBED_OTLP_PROTOCOL names, to EMBED_OTLP_ENDPOINT (``otlp_export``), for spans of
+    ``resource`` and ``scope``."""
+    from .otlp_export import make_exporter as exporter_for
 
-
-def make_exporter(settings: Settings):
-    """The OTLP span exporter EMBED_OTLP_PROTOCOL names, to EMBED_OTLP_ENDPOINT."""
-    endpoint = settings.otlp_endpoint
-    if settings.otlp_protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
-        return HttpExporter(endpoint=_traces_url(endpoint), timeout=EXPORT_TIMEOUT_S)
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-
-    # gRPC takes host:port; a scheme says whether to use TLS (https) or not (http, or none given).
-    insecure = not endpoint.startswith("https://")
-    return GrpcExporter(endpoint=endpoint, insecure=insecure, timeout=EXPORT_TIMEOUT_S)
+    return exporter_for(settings, EXPORT_TIMEOUT_S, resource, scope)
 
 
 class _Counted:
-    """The exporter, counting the spans it exported and those it failed to (the processor logs the rest it drops:
-    "Queue full", at most once in 20 s)."""
+    """The exporter, given ``RequestSpans`` batches (as ReadableSpans unless it takes those), counting the spans it
+    exported and those it failed to (the processor logs the requests it drops: "Queue full", at most once in 20 s)."""
 
-    def __init__(self, inner):
-        self.inner, self.exported, self.failed = inner, 0, 0
+    def __init__(self, inner, readable):
+        self.inner, self.readable, self.exported, self.failed = inner, readable, 0, 0
+        self.takes_requests = getattr(inner, "takes_request_spans", False)
 
-    def export(self, spans):
+    def export(self, requests):
         from opentelemetry.sdk.trace.export import SpanExportResult
 
+        spans = sum(len(r.spans) for r in requests)
         try:
-            result = self.inner.export(spans)
+            result = self.inner.export(requests if self.takes_requests else
+                                       [span for r in requests for span in self.readable(r)])
         except Exception:
-            self.failed += len(spans)
+            self.failed += spans
             raise
         if result == SpanExportResult.SUCCESS:
-            self.exported += len(spans)
+            self.exported += spans
         else:
-            self.failed += len(spans)
+            self.failed += spans
         return result
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs):
@@ -108,12 +102,11 @@ class _Counted:
 class Tracing:
     """A tracer provider exporting through a BatchSpanProcessor; turns answered requests into spans.
 
-    The spans are made finished (``ReadableSpan``, what a processor receives from a span that ended) rather than
-    started and ended through the tracer: a request's spans are known in full once it is answered, and the tracer's
-    live-span machinery (sampler, locks, attribute limits, events) cost about 40 us a span on 2 cores, 0.2 ms per
-    query on the event loop the forwards share the CPU with; made finished, 5 spans take about 25 us
-    (``bench.tracing_overhead``). Sampling follows the caller: a ``traceparent`` whose sampled flag is off records
-    nothing; all other requests are recorded."""
+    A request's spans are known in full once it is answered, so they are noted finished, as plain data
+    (``RequestSpans``, one item for the processor per request), rather than started and ended through the tracer,
+    whose live-span machinery (sampler, locks, attribute limits, events) cost about 40 us a span on 2 cores on the
+    event loop the forwards share the CPU with (``bench.tracing_overhead`` measures what is left). Sampling follows
+    the caller: a ``traceparent`` whose sampled flag is off records nothing; all other requests are recorded."""
 
     def __init__(self, settings: Settings, exporter=None):
         from opentelemetry import trace
@@ -127,43 +120,27 @@ class Tracing:
         from .. import __version__
 
         self._span, self._context, self._trace = ReadableSpan, SpanContext, trace
-        self._server, self._internal = SpanKind.SERVER, SpanKind.INTERNAL
+        self._kinds = {SERVER: SpanKind.SERVER, INTERNAL: SpanKind.INTERNAL}
         self._error, self._unset = Status(StatusCode.ERROR), Status(StatusCode.UNSET)
         self._sampled = TraceFlags(TraceFlags.SAMPLED)
+        self._sampled_context = SpanContext(1, 1, False, self._sampled)  # what the processor checks, per item
         self._propagator = TraceContextTextMapPropagator()
         self._bits = random.Random().getrandbits
-        self.exporter = _Counted(exporter if exporter is not None else make_exporter(settings))
-        self.emitted = 0
-        self.processor = BatchSpanProcessor(self.exporter, max_queue_size=MAX_QUEUE_SPANS,
-                                            schedule_delay_millis=SCHEDULE_MS,
-                                            max_export_batch_size=min(EXPORT_BATCH_SPANS, MAX_QUEUE_SPANS),
-                                            export_timeout_millis=EXPORT_TIMEOUT_S * 1000)
-        created = Resource.create({"service.name": settings.otlp_service_name, "service.version": __version__})
-
-        class HashedResource(Resource):
-            """The resource with its hash computed once: the OTLP encoder groups spans by resource, hashing it per
-            span (a JSON dump of its attributes: half the export thread's CPU per span, measured). Its attributes
-            are immutable, so the hash never changes."""
-
-            def __init__(self, attributes, schema_url=None):
-                super().__init__(attributes, schema_url)
-                self._hash = super().__hash__()
-
-            def __hash__(self):
-                return self._hash
-
-        self.resource = HashedResource(created.attributes, created.schema_url)
+        self.resource = Resource.create({"service.name": settings.otlp_service_name, "service.version": __version__})
         self.scope = InstrumentationScope("embedding_server", __version__)
+        inner = exporter if exporter is not None else make_exporter(settings, self.resource, self.scope)
+        self.exporter = _Counted(inner, self.readable)
+        self.emitted = 0
+        self.processor = BatchSpanProcessor(self.exporter, max_queue_size=MAX_QUEUE_REQUESTS,
+                                            schedule_delay_millis=SCHEDULE_MS,
+                                            max_export_batch_size=min(EXPORT_BATCH_REQUESTS, MAX_QUEUE_REQUESTS),
+                                            export_timeout_millis=EXPORT_TIMEOUT_S * 1000)
         # Not the global provider: several apps (tests) can live in one process, each with its own.
         self.provider = TracerProvider(resource=self.resource)
         self.provider.add_span_processor(self.processor)
         self._on_end = self.processor.on_end
         log.info("tracing: OTLP %s to %s (service.name %s)", settings.otlp_protocol,
-                 settings.otlp_endpoint or type(self.exporter.inner).__name__, settings.otlp_service_name)
-
-    def _emit(self, span) -> None:
-        self.emitted += 1
-        self._on_end(span)
+                 settings.otlp_endpoint or type(inner).__name__, settings.otlp_service_name)
 
     @property
     def spans_lost(self) -> int:
@@ -201,22 +178,23 @@ class Tracing:
                     timeline = value
                 elif key != "texts" and isinstance(value, (str, bool, int, float)):
                     attributes[f"embedding.{key}"] = value
+        span_id = self._bits(64) or 1
+        spans: list[Span] = []
         if timeline is not None:
             attributes["embedding.forwards"] = len(timeline.forwards)
-        trace_id = parent.trace_id if parent is not None else self._bits(128) or 1
-        context = self._context(trace_id, self._bits(64) or 1, False, self._sampled,
-                                parent.trace_state if parent is not None else None)
-        if timeline is not None:
-            self._children(context, timeline, end_ns)
-        self._emit(self._span(name, context, parent, self.resource, attributes, kind=self._server,
-                              status=self._error if failed else self._unset, start_time=start_ns,
-                              end_time=end_ns, instrumentation_scope=self.scope))
+            self._children(spans, span_id, timeline, end_ns)
+        spans.append(Span(name, span_id, parent.span_id if parent is not None else None, SERVER, start_ns, end_ns,
+                          attributes, failed))
+        self.emitted += len(spans)
+        self._on_end(RequestSpans(parent.trace_id if parent is not None else self._bits(128) or 1,
+                                  parent.trace_state if parent is not None else None, parent, spans,
+                                  self._sampled_context))
 
-    def _children(self, parent, timeline: Timeline, end_ns: int) -> None:
+    def _children(self, spans: list, parent_id: int, timeline: Timeline, end_ns: int) -> None:
+        bits = self._bits
+
         def child(name: str, start: int, end: int, attributes: dict | None = None) -> None:
-            context = self._context(parent.trace_id, self._bits(64) or 1, False, self._sampled, parent.trace_state)
-            self._emit(self._span(name, context, parent, self.resource, attributes, kind=self._internal,
-                                  start_time=start, end_time=end, instrumentation_scope=self.scope))
+            spans.append(Span(name, bits(64) or 1, parent_id, INTERNAL, start, end, attributes))
 
         if timeline.load_ns:
             child("load", timeline.started_ns, timeline.started_ns + timeline.load_ns)
@@ -232,6 +210,18 @@ class Tracing:
                    "embedding.batch_inputs": forward.inputs, "embedding.slices": forward.slices})
         if timeline.ready_ns:
             child("response", timeline.ready_ns, max(end_ns, timeline.ready_ns))
+
+    def readable(self, request: RequestSpans) -> list:
+        """The SDK's finished spans (``ReadableSpan``) of one request, in its order, for exporters other than OTLP's."""
+        trace_id, state = request.trace_id, request.trace_state
+        contexts = {span.span_id: self._context(trace_id, span.span_id, False, self._sampled, state)
+                    for span in request.spans}
+        if request.parent is not None:
+            contexts[request.parent.span_id] = request.parent
+        return [self._span(span.name, contexts[span.span_id], contexts.get(span.parent_id), self.resource,
+                           span.attributes, kind=self._kinds[span.kind],
+                           status=self._error if span.error else self._unset, start_time=span.start_ns,
+                           end_time=span.end_ns, instrumentation_scope=self.scope) for span in request.spans]
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         return self.processor.force_flush(int(timeout_s * 1000))

@@ -46,6 +46,8 @@ def test_spans_reach_a_collector_under_the_callers_trace(tiny_models_dir, protoc
 class _Watched:
     """An exporter that says when an export is under way (delegating to the real one)."""
 
+    takes_request_spans = True  # as the real one
+
     def __init__(self, inner):
         self.inner, self.exporting, self.exports = inner, threading.Event(), 0
 
@@ -68,9 +70,9 @@ class _Watched:
 def test_a_dead_collector_costs_the_requests_nothing(tiny_models_dir, monkeypatch, caplog, dead):
     watched: list[_Watched] = []
     real = tracing.make_exporter
-    monkeypatch.setattr(tracing, "make_exporter", lambda s: watched.append(_Watched(real(s))) or watched[-1])
+    monkeypatch.setattr(tracing, "make_exporter", lambda *a: watched.append(_Watched(real(*a))) or watched[-1])
     monkeypatch.setattr(tracing, "SCHEDULE_MS", 20)  # export at once: the requests below run while it hangs
-    monkeypatch.setattr(tracing, "MAX_QUEUE_SPANS", 40)  # and overflow the queue meanwhile
+    monkeypatch.setattr(tracing, "MAX_QUEUE_REQUESTS", 8)  # and overflow the queue meanwhile
     with blackhole() as hole:
         endpoint = hole if dead == "blackhole" else refused()
         c = open_client(Settings(models_dir=tiny_models_dir, model=MODEL, otlp_endpoint=endpoint))
@@ -97,5 +99,5 @@ def test_a_dead_collector_costs_the_requests_nothing(tiny_models_dir, monkeypatc
     assert shutdown < tracing.SHUTDOWN_TIMEOUT_S + 5  # the last flush gives up at its bound
     t = c.app.state.tracing
     assert t.emitted == 31 * 5 and t.exporter.exported == 0 and t.spans_lost == t.emitted
-    assert t.exporter.failed < t.emitted  # the rest never reached the exporter: dropped past the queue's 40
+    assert t.exporter.failed < t.emitted  # the rest never reached the exporter: dropped past the queue's 8 requests
     assert any(f"{t.emitted} of {t.emitted} spans were not exported" in r.getMessage() for r in caplog.records)

@@ -142,11 +142,17 @@ def test_exporters_by_protocol():
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
-    assert isinstance(tracing.make_exporter(Settings(otlp_endpoint="http://c:4317")), Grpc)
-    http = tracing.make_exporter(Settings(otlp_endpoint="http://c:4318", otlp_protocol="http/protobuf"))
-    assert isinstance(http, Http)
-    assert tracing._traces_url("http://c:4318") == "http://c:4318/v1/traces"
-    assert tracing._traces_url("http://c:4318/custom/path") == "http://c:4318/custom/path"
+    from embedding_server.api.otlp_export import traces_url
+
+    t = tracing.start(Settings(), InMemorySpanExporter())
+    grpc = tracing.make_exporter(Settings(otlp_endpoint="http://c:4317"), t.resource, t.scope)
+    http = tracing.make_exporter(Settings(otlp_endpoint="http://c:4318", otlp_protocol="http/protobuf"),
+                                 t.resource, t.scope)
+    t.shutdown()
+    assert isinstance(grpc, Grpc) and grpc.takes_request_spans
+    assert isinstance(http, Http) and http.takes_request_spans
+    assert traces_url("http://c:4318") == "http://c:4318/v1/traces"
+    assert traces_url("http://c:4318/custom/path") == "http://c:4318/custom/path"
 
 
 def test_off_by_default():
