@@ -32,6 +32,8 @@ EXPORT_TIMEOUT_S = 3.0  # one export, retries included
 SHUTDOWN_TIMEOUT_S = 5.0  # the last flush at shutdown
 MAX_FORWARD_SPANS = 64  # forward passes shown one by one per request (a bulk request may run in hundreds)
 _HEADERS = ("traceparent", "tracestate")
+_ASGI_HEADERS = {name.encode(): name for name in _HEADERS}
+_SCALARS = frozenset({str, bool, int, float})  # attribute value types (a subclass's value is left out)
 # gRPC codes that are a server span's error (OTel's gRPC conventions): UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
 # INTERNAL, UNAVAILABLE, DATA_LOSS.
 _GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
@@ -51,7 +53,7 @@ def headers_of(carrier: Any) -> dict[str, str]:
                 found[name] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
         return found
     for name, value in carrier:  # ASGI: [(b"traceparent", b"00-..."), ...], names lower-case
-        key = name.decode("latin-1") if isinstance(name, bytes) else str(name).lower()
+        key = _ASGI_HEADERS.get(name) if isinstance(name, bytes) else str(name).lower()
         if key in _HEADERS:
             found[key] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
     return found
@@ -176,7 +178,7 @@ class Tracing:
             for key, value in embed_log.items():
                 if key == "timeline":
                     timeline = value
-                elif key != "texts" and isinstance(value, (str, bool, int, float)):
+                elif type(value) in _SCALARS and key != "texts":
                     attributes[f"embedding.{key}"] = value
         span_id = self._bits(64) or 1
         spans: list[Span] = []

@@ -19,6 +19,9 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+# Imported here, not lazily by schemathesis deep inside hypothesis' recursion: CPython 3.11.7 compiling a module's
+# source there can fail with "SystemError: AST constructor recursion depth mismatch" (seen once in a fresh clone).
+from schemathesis.generation import body_overrides  # noqa: F401
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
