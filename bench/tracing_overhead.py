@@ -58,6 +58,36 @@ class Sink:
         self.server.stop(0)
 
 
+class HttpSink:
+    """An OTLP/HTTP trace receiver on loopback that counts and discards (``/v1/traces``, answers 200 empty)."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+        self.requests = self.bytes = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                sink.bytes += len(self.rfile.read(int(self.headers.get("content-length", 0))))
+                sink.requests += 1
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_port}/v1/traces"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
 def source_of(ref: str, into: Path) -> Path:
     """The package ``embedding_server`` as of commit ``ref``, extracted (git archive) under ``into``."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "embedding_server"], check=True,
@@ -70,14 +100,14 @@ def server_cpu_s(server: Server) -> float:
     return sum(stat_cpu_s(Path(f"/proc/{pid}/stat")) for pid in server.pids())
 
 
-def measure(server: Server, scenario: str, texts: list[str]) -> dict:
+def measure(server: Server, scenario: str, texts: list[str], per_client: int = SMALL_PER_CLIENT) -> dict:
     """One run of ``scenario``: sentences/s, and the server's CPU ms per request (all threads, and its event loop's)."""
     before, loop_before = server_cpu_s(server), server.thread_cpu_seconds()
     meter = CpuMeter()
     meter.start(server.pids())
     if scenario == "small":
-        out = load.concurrent(server.base_url, QUERY, clients=8, per_client=SMALL_PER_CLIENT)
-        requests = 8 * SMALL_PER_CLIENT
+        out = load.concurrent(server.base_url, QUERY, clients=8, per_client=per_client)
+        requests = 8 * per_client
     else:
         batches = [texts[i:i + 32] for i in range(0, len(texts), 32)]
         out = load.bulk(server.base_url, batches, clients=1)
@@ -144,9 +174,12 @@ def in_process_cost(n: int = 2000) -> dict:
 
 def run(args) -> dict:
     texts = sentences()[: args.bulk_sentences]
-    sink = Sink()
+    sink, http_sink = Sink(), HttpSink() if args.http else None
     variants: dict[str, tuple[dict, str | None]] = {
         "off": ({}, None), "on": ({"EMBED_OTLP_ENDPOINT": sink.endpoint}, None)}
+    if http_sink is not None:  # the same over OTLP/HTTP: no gRPC channel (nor its threads) in the server
+        variants["on_http"] = ({"EMBED_OTLP_ENDPOINT": http_sink.endpoint, "EMBED_OTLP_PROTOCOL": "http/protobuf"},
+                               None)
     tmp = tempfile.TemporaryDirectory(prefix="bench-tracing-")
     if args.before:
         variants["before"] = ({}, str(source_of(args.before, Path(tmp.name))))
@@ -164,15 +197,19 @@ def run(args) -> dict:
             order = names[r % len(names):] + names[: r % len(names)]
             for scenario in ("small", "bulk"):
                 for name in order:
-                    results[name][scenario].append(measure(servers[name], scenario, texts))
+                    results[name][scenario].append(measure(servers[name], scenario, texts, args.small_per_client))
             print(f"round {r + 1}: " + ", ".join(
                 f"{n} {results[n]['small'][-1]['sentences_per_s']:.0f}/{results[n]['bulk'][-1]['sentences_per_s']:.0f}"
                 for n in names), file=sys.stderr)
         exported = {"requests": sink.requests, "bytes": sink.bytes}
+        if http_sink is not None:
+            exported["http"] = {"requests": http_sink.requests, "bytes": http_sink.bytes}
     finally:
         for s in servers.values():
             s.stop()
         sink.stop()
+        if http_sink is not None:
+            http_sink.stop()
         tmp.cleanup()
     return {"machine": machine(), "in_process": in_process_cost(), "rounds": args.rounds, "threads": args.threads, "before": args.before,
             "bulk_sentences": len(texts), "collector": exported, "runs": results,
@@ -182,7 +219,8 @@ def run(args) -> dict:
 def ratios(results: dict) -> dict:
     """Per scenario: median over rounds of on/off (and off/before) throughput, and of the CPU per request."""
     out: dict = {}
-    pairs = [("on_vs_off", "on", "off")] + ([("off_vs_before", "off", "before")] if "before" in results else [])
+    pairs = [("on_vs_off", "on", "off")] + ([("on_http_vs_off", "on_http", "off")] if "on_http" in results else []) \
+        + ([("off_vs_before", "off", "before")] if "before" in results else [])
     for label, a, b in pairs:
         for scenario in ("small", "bulk"):
             xs, ys = results[a][scenario], results[b][scenario]
@@ -204,7 +242,10 @@ def markdown(r: dict) -> str:
              f"{m['cpu']}, {m['physical_cores']} cores ({m['logical_cpus']} logical), Python {m['python']}, torch "
              f"{m['torch']}; all-MiniLM-L6-v2, {r['threads']} threads; {r['rounds']} alternating rounds; 'on' exports "
              f"over OTLP/gRPC to a receiver on loopback that discards ({r['collector']['requests']} exports, "
-             f"{r['collector']['bytes'] / 1e6:.1f} MB); 'before': commit {r['before'] or '(not measured)'}.", "",
+             f"{r['collector']['bytes'] / 1e6:.1f} MB)"
+             + (f"; 'on_http' over OTLP/HTTP to one ({r['collector']['http']['requests']} exports)"
+                if "http" in r["collector"] else "")
+             + f"; 'before': commit {r['before'] or '(not measured)'}.", "",
              "| Variant | Small: sentences/s (median) | Small: server CPU ms/request | Small: event-loop CPU ms/request "
              "| Bulk: sentences/s | Bulk: server CPU ms/request | Others' CPU (cores, median) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -236,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--before", help="a commit before tracing existed, measured as 'before' (e.g. the merge base)")
     p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--small-per-client", type=int, default=SMALL_PER_CLIENT,
+                   help="queries per client in one small measurement (longer: less noise per round)")
+    p.add_argument("--http", action="store_true", help="also measure 'on_http': OTLP/HTTP to a receiver on loopback")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--wait-quiet", type=float, default=20.0, help="most seconds to wait for a quiet CPU per round")
     p.add_argument("--bulk-sentences", type=int, default=160)

@@ -35,25 +35,32 @@ class Refusal(Exception):
 
 @dataclass
 class Call:
-    """One call's context for the access log: what its embed requests amounted to."""
+    """One call's context for the access log: what its embed requests amounted to. A stream may run for hours:
+    its texts are kept only when the access log shows them (EMBED_LOG_INPUTS), and of the engine's timelines only
+    the first (a span's children when the call was one engine request)."""
 
+    keep_texts: bool = False
     model: str | None = None
     inputs: int = 0
     tokens: int = 0
     texts: list = field(default_factory=list)
-    timelines: list = field(default_factory=list)  # the engine's, one per engine request
+    engine_requests: int = 0
+    timeline: Any = None  # the first engine request's
 
     def note(self, model: str, inputs: list, tokens: int, texts: list | None = None, timeline=None) -> None:
         self.model, self.inputs, self.tokens = model, self.inputs + len(inputs), self.tokens + tokens
-        self.texts.extend(inputs if texts is None else texts)
-        self.timelines.append(timeline)
+        if self.keep_texts:
+            self.texts.extend(inputs if texts is None else texts)
+        self.engine_requests += 1
+        if self.engine_requests == 1:
+            self.timeline = timeline
 
     def embed_log(self) -> dict | None:
         """The access log's note; for tracing, the engine's timeline when the call was one engine request (a
         stream's span has no children)."""
         return None if self.model is None else {"model": self.model, "inputs": self.inputs, "tokens": self.tokens,
                                                 "texts": self.texts,
-                                                "timeline": self.timelines[0] if len(self.timelines) == 1 else None}
+                                                "timeline": self.timeline if self.engine_requests == 1 else None}
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, int]:
@@ -93,7 +100,7 @@ class Calls:
     async def unary(self, route: str, context: grpc.aio.ServicerContext,
                     work: Callable[[Call], Awaitable[tuple[Any, dict[str, str] | None]]]):
         """Answer a call whose answer is one message: ``work(call)`` gives it and its initial metadata."""
-        started, metadata, call = time.perf_counter(), {}, Call()
+        started, metadata, call = time.perf_counter(), {}, Call(self.settings.log_inputs)
         try:
             metadata = self._check_key(context)
             answer, headers = await work(call)
@@ -128,7 +135,7 @@ class Calls:
 
     async def _stream(self, route: str, context: grpc.aio.ServicerContext,
                       answers: Callable[[Call], AsyncIterator[R]]) -> AsyncIterator[R]:
-        started, metadata, call = time.perf_counter(), {}, Call()
+        started, metadata, call = time.perf_counter(), {}, Call(self.settings.log_inputs)
         try:
             metadata = self._check_key(context)
             async for answer in answers(call):

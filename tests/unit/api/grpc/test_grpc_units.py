@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from embedding_server.api.error_table import ERROR_TABLE, TEI_STATUSES, ApiError
-from embedding_server.api.grpc.calls import Refusal, fan_out, fold_out, status_of
+from embedding_server.api.grpc.calls import Call, Refusal, fan_out, fold_out, status_of
 from embedding_server.engine import errors as e
 from embedding_server.tools import gen_grpc
 
@@ -180,3 +180,18 @@ def test_grpc_is_not_imported_without_the_port():
             "create_app(Settings()); print(sorted(m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize("keep_texts", [False, True])
+def test_a_long_streams_call_keeps_counts_not_texts_unless_logged(keep_texts):
+    call = Call(keep_texts)
+    timelines = [object() for _ in range(1000)]
+    for i, timeline in enumerate(timelines):
+        call.note("m", [f"text {i}", f"more {i}"], 7, timeline=timeline)
+    note = call.embed_log()
+    assert (note["inputs"], note["tokens"], note["timeline"]) == (2000, 7000, None)  # many engine requests
+    assert len(note["texts"]) == (2000 if keep_texts else 0)
+    assert call.timeline is timelines[0] and not hasattr(call, "timelines")
+    one = Call()
+    one.note("m", ["a"], 1, timeline=timelines[5])
+    assert one.embed_log()["timeline"] is timelines[5]
