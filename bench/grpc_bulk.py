@@ -66,14 +66,14 @@ def run(texts: list[str], pairs: int, chunk: int, threads: int | None) -> dict:
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
         stub = pbg.EmbedStub(channel)
         grpc_bulk(stub, texts[:128])  # the same warm-up through gRPC
-        results, cpu = [], {"http": [0.0, 0.0], "grpc": [0.0, 0.0]}
+        results, cpu = [], {"http": [0.0, 0.0, 0.0], "grpc": [0.0, 0.0, 0.0]}  # server, its loop, the client
         for p, sentences in enumerate(chunks):
             got = {}
             for kind in (("http", "grpc") if p % 2 == 0 else ("grpc", "http")):
-                before = _cpu(server)
+                before = (*_cpu(server), time.process_time())  # the client: this process, all its threads
                 got[kind] = http_bulk(server.base_url, sentences) if kind == "http" else grpc_bulk(stub, sentences)
-                after = _cpu(server)
-                cpu[kind] = [cpu[kind][0] + after[0] - before[0], cpu[kind][1] + after[1] - before[1]]
+                after = (*_cpu(server), time.process_time())
+                cpu[kind] = [total + a - b for total, a, b in zip(cpu[kind], after, before)]
             cos = (got["http"][1] * got["grpc"][1]).sum(1)  # both L2-normalised
             results.append({"http_sentences_per_s": got["http"][0], "grpc_sentences_per_s": got["grpc"][0],
                             "ratio": got["grpc"][0] / got["http"][0], "min_cosine": float(cos.min())})
@@ -81,7 +81,8 @@ def run(texts: list[str], pairs: int, chunk: int, threads: int | None) -> dict:
                   f"ratio {results[-1]['ratio']:.3f}, min cosine {cos.min():.6f}", flush=True)
         channel.close()
     n = pairs * chunk
-    per_sentence = {kind: {"cpu_ms": 1000 * c[0] / n, "event_loop_cpu_ms": 1000 * c[1] / n} for kind, c in cpu.items()}
+    per_sentence = {kind: {"cpu_ms": 1000 * c[0] / n, "event_loop_cpu_ms": 1000 * c[1] / n,
+                           "client_cpu_ms": 1000 * c[2] / n} for kind, c in cpu.items()}
     ratio = statistics.median(r["ratio"] for r in results)
     return {"machine": machine(), "threads": threads, "pairs": pairs, "chunk": chunk, "rounds": results,
             "server_cpu_per_sentence": per_sentence, "median_ratio": ratio, "target": TARGET, "pass": ratio >= TARGET,
@@ -108,7 +109,9 @@ workload sentences (bench/workload.py). HTTP: requests of 32 to `POST /api/embed
 Median gRPC / HTTP: **{result['median_ratio']:.3f}x** (target >= {result['target']:.1f}x): {verdict}
 
 Server CPU per sentence: HTTP {cpu['http']['cpu_ms']:.2f} ms (event loop {cpu['http']['event_loop_cpu_ms']:.2f} ms),
-gRPC {cpu['grpc']['cpu_ms']:.2f} ms (event loop {cpu['grpc']['event_loop_cpu_ms']:.2f} ms).
+gRPC {cpu['grpc']['cpu_ms']:.2f} ms (event loop {cpu['grpc']['event_loop_cpu_ms']:.2f} ms). The client's CPU per
+sentence (this bench's process, on the same cores): HTTP {cpu['http'].get('client_cpu_ms', float('nan')):.2f} ms,
+gRPC {cpu['grpc'].get('client_cpu_ms', float('nan')):.2f} ms.
 """
 
 
