@@ -3,9 +3,9 @@ protobuf bytes from them (``RequestEncoder``).
 
 ``Tracing`` hands the SDK's batch processor one ``RequestSpans`` per answered request: tuples of ids, times, names
 and scalar attributes, cheap to make on the event loop. On the export thread, the OTLP exporters of
-``otlp_export`` write their bytes here (about 2 us a span: the fixed shape is known, and each attribute's encoding is
+``otlp_export`` write their bytes here (about 3 us a span: the fixed shape is known, and each attribute's encoding is
 kept once made), where the exporters' own encoder would build a protobuf object per span, attribute and value
-(about 25 us a span on 2 cores, CPU taken from the forwards); any other exporter receives SDK ``ReadableSpan``s made
+(20-60 us a span on 2 cores, CPU taken from the forwards); any other exporter receives SDK ``ReadableSpan``s made
 from the same data (``Tracing.readable``). Tests check that both give the same message.
 """
 
